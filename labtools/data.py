@@ -1,0 +1,305 @@
+"""Datasets of the course: MNIST and Fashion-MNIST through torchvision, and the offline digits.
+
+Images are float32 tensors of shape ``[N, 1, 28, 28]`` with values in ``[0, 1]``; labels are int64
+tensors of shape ``[N]``. Datasets are :class:`torch.utils.data.TensorDataset` objects, so
+``images, labels = dataset.tensors`` gives both at once.
+
+Where the data lives is resolved by :func:`resolve_data_root`: the ``root`` argument, then the
+``LABTOOLS_DATA`` environment variable, then :data:`DEFAULT_DATA_ROOT`. The folder holds the raw
+files in torchvision's layout (``<root>/MNIST/raw/*.gz``, ``<root>/FashionMNIST/raw/*.gz``).
+A read-only root is fine: the archives are linked into a writable cache and extracted there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch.utils.data import Sampler, TensorDataset
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_DATA_ROOT",
+    "STAGING_ROOT",
+    "DataNotFoundError",
+    "resolve_data_root",
+    "load_images",
+    "fixed_test_indices",
+    "fixed_test_set",
+    "train_val_split",
+    "digits_dataset",
+    "BalancedBatchSampler",
+    "DeviceLoader",
+    "tensor_digest",
+]
+
+#: The datasets the kit knows, by the name of their torchvision class.
+DATASETS = ("MNIST", "FashionMNIST")
+
+#: The four raw files torchvision expects in ``<root>/<name>/raw/`` for either dataset.
+RAW_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metric-lab"
+#: Where the data goes when neither an argument nor ``LABTOOLS_DATA`` names a folder.
+DEFAULT_DATA_ROOT = _CACHE / "data"
+#: Writable folder where archives of a read-only root are linked and extracted.
+STAGING_ROOT = _CACHE / "staged"
+
+#: Seeds of the fixed test set and of the train/validation split; changing them changes every score.
+TEST_SET_SEED = 0
+SPLIT_SEED = 0
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The raw files of a dataset are neither on disk nor downloadable."""
+
+
+def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+    """Return the data root: ``root`` if given, else ``$LABTOOLS_DATA``, else the default folder."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("LABTOOLS_DATA")
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_DATA_ROOT
+
+
+def _check_name(name: str) -> str:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return name
+
+
+def _present(folder: Path) -> list[str]:
+    """Names of the raw files (archive or extracted) found in ``folder``."""
+    return [f for f in RAW_FILES if (folder / f).exists() or (folder / f[: -len(".gz")]).exists()]
+
+
+def _stage(root: Path, name: str) -> Path:
+    """Return a writable root for torchvision that holds ``root``'s raw files of ``name``.
+
+    The data root is never written to when it already has the files (it may be a shared,
+    read-only folder): they are symlinked into a private folder under :data:`STAGING_ROOT`,
+    where torchvision checks the archives' MD5 and extracts them. When the files are missing,
+    ``root`` itself is returned, so that a download lands in the data root.
+    """
+    raw = root / name / "raw"
+    if len(_present(raw)) < len(RAW_FILES):
+        return root
+    digest = hashlib.sha256(str(raw.resolve()).encode()).hexdigest()[:16]
+    staged_root = STAGING_ROOT / digest
+    staged_raw = staged_root / name / "raw"
+    staged_raw.mkdir(parents=True, exist_ok=True)
+    for source in raw.iterdir():
+        target = staged_raw / source.name
+        if source.name.startswith(tuple(f.split(".")[0] for f in RAW_FILES)) and not target.exists():
+            target.symlink_to(source.resolve())
+    return staged_root
+
+
+def _missing_message(root: Path, name: str, reason: str) -> str:
+    files = "\n".join(f"  {root / name / 'raw' / f}" for f in RAW_FILES)
+    return (
+        f"{name} is not available under the data root {root} ({reason}).\n"
+        f"Put these four files there (torchvision's layout):\n{files}\n"
+        "or point LABTOOLS_DATA (or the root argument) at a folder that has them."
+    )
+
+
+def load_images(
+    name: str, train: bool, root: str | os.PathLike | None = None, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a whole split of MNIST or Fashion-MNIST through torchvision's dataset class.
+
+    Returns ``(images, labels)``: float32 ``[N, 1, 28, 28]`` in ``[0, 1]`` and int64 ``[N]``
+    (N = 60,000 for ``train=True``, 10,000 otherwise). Raises :class:`DataNotFoundError`, naming
+    the folder and the four expected files, when the files are missing and cannot be downloaded.
+    """
+    from torchvision import datasets
+
+    _check_name(name)
+    root = resolve_data_root(root)
+    dataset_class = getattr(datasets, name)
+    work_root = _stage(root, name)
+    try:
+        dataset = dataset_class(str(work_root), train=train, download=download)
+    except RuntimeError as error:  # torchvision: "Dataset not found. You can use download=True ..."
+        raise DataNotFoundError(_missing_message(root, name, "download disabled")) from error
+    except Exception as error:  # network errors of every kind when downloading offline
+        raise DataNotFoundError(
+            _missing_message(root, name, f"download failed: {type(error).__name__}: {error}")
+        ) from error
+    images = dataset.data.unsqueeze(1).to(torch.float32).div_(255.0)
+    labels = dataset.targets.to(torch.int64)
+    return images, labels
+
+
+def fixed_test_indices(labels: torch.Tensor, per_class: int = 100, seed: int = TEST_SET_SEED) -> torch.Tensor:
+    """Indices of the fixed test set: the first ``per_class`` images of each class, shuffled.
+
+    ``labels`` is the int64 ``[N]`` label vector of the official test split. The result is an
+    int64 ``[C * per_class]`` vector in a seeded random order, so any prefix (the labs use the
+    first 100 as queries) is a random sample. It depends on nothing but the labels and the seed.
+    """
+    classes = torch.unique(labels)
+    chosen = []
+    for c in classes.tolist():
+        members = torch.nonzero(labels == c).flatten()
+        if len(members) < per_class:
+            raise ValueError(f"class {c} has {len(members)} images, fewer than per_class={per_class}")
+        chosen.append(members[:per_class])
+    chosen = torch.cat(chosen)
+    generator = torch.Generator().manual_seed(seed)
+    return chosen[torch.randperm(len(chosen), generator=generator)]
+
+
+def fixed_test_set(
+    name: str = "MNIST", root: str | os.PathLike | None = None, per_class: int = 100, download: bool = True
+) -> TensorDataset:
+    """The course's fixed test set: 100 test images of each class in a seeded random order.
+
+    Returns a TensorDataset of images ``[C * per_class, 1, 28, 28]`` and labels ``[C * per_class]``.
+    """
+    images, labels = load_images(name, train=False, root=root, download=download)
+    index = fixed_test_indices(labels, per_class)
+    return TensorDataset(images[index], labels[index])
+
+
+def train_val_split(
+    name: str = "MNIST",
+    root: str | os.PathLike | None = None,
+    val_size: int = 6000,
+    seed: int = SPLIT_SEED,
+    download: bool = True,
+) -> tuple[TensorDataset, TensorDataset]:
+    """The seeded split of the official training set: 54,000 training and 6,000 validation images."""
+    images, labels = load_images(name, train=True, root=root, download=download)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    val, train = order[:val_size], order[val_size:]
+    return TensorDataset(images[train], labels[train]), TensorDataset(images[val], labels[val])
+
+
+def digits_dataset() -> TensorDataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), upscaled to ``[N, 1, 28, 28]``.
+
+    Needs no file and no network: the offline stand-in for MNIST in tests and demos.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = torch.nn.functional.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False)
+    return TensorDataset(images.clamp_(0.0, 1.0), torch.as_tensor(digits.target, dtype=torch.int64))
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's bytes: pins a fixed index set across machines."""
+    return hashlib.sha256(tensor.contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+class BalancedBatchSampler(Sampler[list[int]]):
+    """Class-balanced batches: ``classes_per_batch`` classes x ``samples_per_class`` images each.
+
+    Yields lists of ``P * K`` dataset indices. Each epoch draws classes and images without
+    replacement where it can (an image repeats only inside a class with fewer than K images).
+    ``len(sampler)`` batches make one epoch, about ``N / (P * K)``.
+    """
+
+    def __init__(self, labels: torch.Tensor, classes_per_batch: int, samples_per_class: int, seed: int = 0):
+        labels = torch.as_tensor(labels)
+        if labels.ndim != 1:
+            raise ValueError(f"labels must be a 1-d tensor, got shape {tuple(labels.shape)}")
+        self.by_class = {int(c): torch.nonzero(labels == c).flatten() for c in torch.unique(labels)}
+        if classes_per_batch > len(self.by_class):
+            raise ValueError(
+                f"classes_per_batch={classes_per_batch} exceeds the {len(self.by_class)} classes in labels"
+            )
+        if classes_per_batch < 1 or samples_per_class < 1:
+            raise ValueError("classes_per_batch and samples_per_class must be positive")
+        self.classes_per_batch = classes_per_batch
+        self.samples_per_class = samples_per_class
+        self.generator = torch.Generator().manual_seed(seed)
+        self.num_batches = max(1, len(labels) // (classes_per_batch * samples_per_class))
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g, k = self.generator, self.samples_per_class
+        queues = {c: idx[torch.randperm(len(idx), generator=g)] for c, idx in self.by_class.items()}
+        offsets = dict.fromkeys(queues, 0)
+        classes = torch.tensor(list(queues))
+        for _ in range(self.num_batches):
+            batch = []
+            for c in classes[torch.randperm(len(classes), generator=g)[: self.classes_per_batch]].tolist():
+                queue = queues[c]
+                if offsets[c] + k > len(queue):
+                    queues[c] = queue = queue[torch.randperm(len(queue), generator=g)]
+                    offsets[c] = 0
+                take = queue[offsets[c] : offsets[c] + k]
+                if len(take) < k:  # a class smaller than K: repeat its images
+                    take = take[torch.randint(len(take), (k,), generator=g)]
+                offsets[c] += k
+                batch.extend(take.tolist())
+            yield batch
+
+
+class DeviceLoader:
+    """Batches of a tensor dataset that lives entirely on one device.
+
+    ``images [N, ...]`` and ``labels [N]`` are moved to ``device`` once; each iteration yields
+    ``(images[b], labels[b])`` for batches ``b`` of ``batch_size`` indices drawn without
+    replacement, so no Python data loading stands in an epoch's way. The order of epoch ``e`` is
+    seeded by ``seed + e``: iterating advances the epoch, and :meth:`set_epoch` sets it (to
+    resume training where it stopped).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int = 100,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+    ):
+        if len(images) != len(labels):
+            raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.device = torch.device(device) if device is not None else images.device
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.epoch = seed, 0
+
+    @classmethod
+    def from_dataset(cls, dataset: TensorDataset, **kwargs) -> "DeviceLoader":
+        images, labels = dataset.tensors
+        return cls(images, labels, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.images[index], self.labels[index]

@@ -1,0 +1,214 @@
+"""The lab's ConvNet, batched feature extraction, and checkpoints that say what they hold.
+
+A checkpoint is a plain dict saved with :func:`torch.save` and readable with
+``torch.load(path, weights_only=True)``::
+
+    {"format": "metric-lab-checkpoint", "version": 1,
+     "architecture": "ConvNet", "config": {"num_classes": 10},
+     "state_dict": {...}, "dataset": "MNIST", "loss": "triplet", "seed": 0, "epochs": 100,
+     "history": {"loss": [...], ...}, "scores": {...}, "optimizer": {...} or None}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = [
+    "ConvNet",
+    "CheckpointError",
+    "extract_features",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint",
+    "FEATURE_DIM",
+]
+
+CHECKPOINT_FORMAT = "metric-lab-checkpoint"
+CHECKPOINT_VERSION = 1
+#: Length of the embedding returned by :meth:`ConvNet.features`.
+FEATURE_DIM = 256
+
+
+class ConvNet(nn.Sequential):
+    """The lab's small ConvNet: three conv blocks, 2x2 adaptive average pool, a linear layer.
+
+    ``net(x)`` maps images ``[B, 1, 28, 28]`` to class scores ``[B, num_classes]``;
+    ``net.features(x)`` returns the L2-normalized 256-d input of the last layer, ``[B, 256]``.
+    """
+
+    def __init__(self, num_classes: int = 10) -> None:
+        layers = [
+            nn.Conv2d(1, 32, kernel_size=3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=2, stride=2),
+            nn.Conv2d(32, 32, kernel_size=3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=2, stride=2),
+            nn.Conv2d(32, 64, kernel_size=3),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d((2, 2)),
+            nn.Flatten(),
+            nn.Linear(64 * 2 * 2, num_classes),
+        ]
+        super().__init__(*layers)
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_images(x)
+        return super().forward(x)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The unnormalized penultimate output, ``[B, 256]``."""
+        _check_images(x)
+        for layer in list(self)[:-1]:
+            x = layer(x)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalized embedding of images ``[B, 1, 28, 28]``: ``[B, 256]`` with unit rows."""
+        return nn.functional.normalize(self.embed(x), p=2, dim=1)
+
+
+def _check_images(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"ConvNet expects a torch.Tensor of images, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"ConvNet expects images of shape [B, 1, H, W], got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"ConvNet expects floating-point images, got dtype {x.dtype}")
+
+
+@torch.no_grad()
+def extract_features(
+    net: nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 1000,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """``net.features`` of ``images [N, 1, 28, 28]`` in batches, in eval mode: ``[N, D]`` on the CPU.
+
+    ``device`` defaults to the device of the network's parameters. The network's training flag is
+    restored afterwards.
+    """
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    try:
+        chunks = [
+            net.features(images[start : start + batch_size].to(device)).cpu()
+            for start in tqdm(
+                range(0, len(images), batch_size), desc="features", disable=not progress, leave=False
+            )
+        ]
+    finally:
+        net.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0, FEATURE_DIM)
+
+
+class CheckpointError(ValueError):
+    """A file is not a checkpoint of the network it is loaded into."""
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    net: ConvNet,
+    *,
+    dataset: str,
+    loss: str,
+    seed: int | None = None,
+    epochs: int = 0,
+    history: dict[str, list[float]] | None = None,
+    scores: dict[str, float] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> Path:
+    """Save ``net`` with what it was trained on and how; ``optimizer`` makes training resumable.
+
+    The file is written to a temporary name and renamed, so an interrupted save never leaves a
+    truncated checkpoint behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "architecture": type(net).__name__,
+        "config": {"num_classes": int(net.num_classes)},
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "dataset": dataset,
+        "loss": loss,
+        "seed": seed,
+        "epochs": int(epochs),
+        "history": {k: [float(v) for v in values] for k, values in (history or {}).items()},
+        "scores": {k: float(v) for k, v in (scores or {}).items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+    }
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(record, temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint file safely (``weights_only=True``) and check it is one of ours.
+
+    A bare state dict (as the original lab shipped) is wrapped into a record with unknown metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+    if isinstance(record, dict) and record.get("format") == CHECKPOINT_FORMAT:
+        return record
+    if isinstance(record, dict) and record and all(isinstance(v, torch.Tensor) for v in record.values()):
+        return {"format": CHECKPOINT_FORMAT, "architecture": None, "state_dict": record, "history": {}, "scores": {}}
+    raise CheckpointError(f"{path} is not a metric-lab checkpoint (found a {type(record).__name__})")
+
+
+def load_checkpoint(
+    path: str | os.PathLike, net: ConvNet | None = None, device: str | torch.device = "cpu"
+) -> tuple[ConvNet, dict[str, Any]]:
+    """Load a checkpoint into ``net`` (a new :class:`ConvNet` of the stored size if ``None``).
+
+    Returns ``(net, record)``, the network in eval mode on ``device`` and the checkpoint's record
+    (dataset, loss, seed, epochs, history, scores, optimizer state). Raises
+    :class:`CheckpointError` saying what differs when the file holds another architecture.
+    """
+    record = read_checkpoint(path)
+    state = record["state_dict"]
+    if net is None:
+        num_classes = record.get("config", {}).get("num_classes")
+        if num_classes is None and "10.weight" in state:
+            num_classes = state["10.weight"].shape[0]
+        net = ConvNet(num_classes=num_classes or 10)
+    stored = record.get("architecture")
+    if stored is not None and stored != type(net).__name__:
+        raise CheckpointError(f"{path} holds a {stored}, not a {type(net).__name__}")
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs network {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"missing parameters {missing}")
+        if unexpected:
+            problems.append(f"unexpected parameters {unexpected}")
+        if mismatched:
+            problems.append("shape mismatches " + "; ".join(mismatched))
+        raise CheckpointError(f"{path} does not fit {type(net).__name__}: " + ", ".join(problems))
+    net.load_state_dict(state)
+    return net.to(device).eval(), record
