@@ -1,0 +1,335 @@
+"""Figures of the labs: retrieval grids, precision-recall curves, training curves, bar charts.
+
+Every function takes torch tensors or numpy arrays, checks their shapes (a ``ValueError`` names
+the argument and the expected and actual shapes, a ``TypeError`` says when an argument is not a
+tensor or an array) and returns a :class:`matplotlib.figure.Figure`. With ``path=...`` the figure
+is also saved there (parent folders are created).
+
+The figures are built with the object-oriented API and are not registered with pyplot, so they
+never pile up in pyplot's state: in a notebook a figure shows when it is the value of the cell's
+last line, or when passed to ``IPython.display.display``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+__all__ = [
+    "CORRECT_COLOR",
+    "WRONG_COLOR",
+    "QUERY_COLOR",
+    "retrieval_grid",
+    "pr_curves",
+    "training_curves",
+    "correct_retrievals_bars",
+    "show_images",
+]
+
+ArrayLike = torch.Tensor | np.ndarray
+PathLike = str | os.PathLike | None
+#: Dimension name -> (length, the argument that fixed it); see :func:`_as_numpy`.
+Sizes = dict[str, tuple[int, str]]
+
+#: Frame colours of the retrieval grid: a retrieved image of the query's class, of another, the query.
+CORRECT_COLOR = "tab:green"
+WRONG_COLOR = "tab:red"
+QUERY_COLOR = "tab:blue"
+
+#: Side of one thumbnail of the retrieval grid, in inches.
+THUMBNAIL_INCHES = 0.3
+_SAVE_DPI = 150
+
+
+def _as_numpy(
+    value: ArrayLike,
+    name: str,
+    dims: Sequence[str] | None = None,
+    sizes: Sizes | None = None,
+    *,
+    sequences: bool = False,
+    expected: str | None = None,
+) -> np.ndarray:
+    """``value`` as a numpy array whose shape matches ``dims``, e.g. ``("Q", "K")`` for ``[Q, K]``.
+
+    ``sizes`` binds dimension names to (length, argument that set it) across arguments: a name
+    already in it must have that length, a new name is added, so that checking several arguments
+    with one dict checks that they agree. Every named dimension must be non-empty. Lists and
+    tuples are accepted only with ``sequences=True``; ``expected`` replaces the shape shown in
+    error messages.
+    """
+    if isinstance(value, torch.Tensor):
+        array = value.detach().cpu().numpy()
+    elif isinstance(value, np.ndarray) or (sequences and isinstance(value, (list, tuple))):
+        array = np.asarray(value)
+    else:
+        kinds = "a torch.Tensor, a numpy array or a list" if sequences else "a torch.Tensor or a numpy array"
+        raise TypeError(f"{name} must be {kinds}, got {type(value).__name__}")
+    if dims is None:
+        return array
+    sizes = {} if sizes is None else sizes
+    if array.ndim != len(dims) or any(d in sizes and sizes[d][0] != n for d, n in zip(dims, array.shape)):
+        shown = expected or "[" + ", ".join(dims) + "]"
+        known = ", ".join(f"{d}={sizes[d][0]} (as in {sizes[d][1]})" for d in dims if d in sizes)
+        shown += f" with {known}" if known else ""
+        raise ValueError(f"{name} must have shape {shown}, got {list(array.shape)}")
+    for d, n in zip(dims, array.shape):
+        if n == 0:
+            raise ValueError(f"{name} must not be empty along {d}, got shape {list(array.shape)}")
+        sizes.setdefault(d, (n, name))
+    return array
+
+
+def _as_float(value, name: str) -> float:
+    """A Python float from a number or a one-element tensor or array."""
+    try:
+        return float(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from error
+
+
+def _as_images(value: ArrayLike, name: str, lead: Sequence[str], sizes: Sizes) -> np.ndarray:
+    """Greyscale images ``[*lead, 1, H, W]`` or ``[*lead, H, W]`` as a numpy array ``[*lead, H, W]``."""
+    array = _as_numpy(value, name)
+    with_channel = "[" + ", ".join([*lead, "1", "H", "W"]) + "]"
+    without = "[" + ", ".join([*lead, "H", "W"]) + "]"
+    if array.ndim == len(lead) + 3 and array.shape[len(lead)] == 1:
+        array = array.squeeze(len(lead))
+    return _as_numpy(array, name, [*lead, "H", "W"], sizes, expected=f"{with_channel} or {without}")
+
+
+def _query_ids(query_ids: ArrayLike | Sequence | None, sizes: Sizes) -> np.ndarray:
+    """``query_ids`` ``[Q]`` as a numpy array, or the indices ``0 .. Q-1`` when ``None``."""
+    if query_ids is None:
+        return np.arange(sizes["Q"][0])
+    return _as_numpy(query_ids, "query_ids", ["Q"], sizes, sequences=True)
+
+
+def _grey_range(*arrays: np.ndarray) -> tuple[float, float]:
+    """Colour limits shared by images: ``[0, 1]``, widened to the data's range if it exceeds it."""
+    low = min(0.0, *(float(a.min()) for a in arrays))
+    high = max(1.0, *(float(a.max()) for a in arrays))
+    return low, high
+
+
+def _show(ax, image: np.ndarray, limits: tuple[float, float], frame: str | None = None) -> None:
+    """Draw one greyscale image ``[H, W]`` on ``ax`` without ticks, framed in ``frame`` if given."""
+    ax.imshow(image, cmap="gray", vmin=limits[0], vmax=limits[1], interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        if frame is None:
+            spine.set_visible(False)
+        else:
+            spine.set_edgecolor(frame)
+            spine.set_linewidth(1.5)
+
+
+def _save(fig: Figure, path: PathLike) -> Figure:
+    """Save ``fig`` to ``path`` (creating its folder) when a path is given; return ``fig``."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=_SAVE_DPI, bbox_inches="tight")
+    return fig
+
+
+def retrieval_grid(
+    query_images: ArrayLike,
+    retrieved_images: ArrayLike,
+    query_labels: ArrayLike,
+    retrieved_labels: ArrayLike,
+    *,
+    query_ids: ArrayLike | Sequence | None = None,
+    path: PathLike = None,
+) -> Figure:
+    """One row per query: the query, then its top-K retrieved images in rank order.
+
+    query_images ``[Q, 1, H, W]`` or ``[Q, H, W]``, retrieved_images ``[Q, K, 1, H, W]`` or
+    ``[Q, K, H, W]``, query_labels ``[Q]``, retrieved_labels ``[Q, K]``; query_ids ``[Q]``
+    (default: the row indices) name the queries at the left of their rows. The query has a
+    :data:`QUERY_COLOR` frame; a retrieved image has a :data:`CORRECT_COLOR` frame when its label
+    is the query's and a :data:`WRONG_COLOR` frame otherwise. The figure has ``Q * (K + 1)`` axes,
+    row by row, each row's query first.
+    """
+    sizes: Sizes = {}
+    queries = _as_images(query_images, "query_images", ["Q"], sizes)
+    retrieved = _as_images(retrieved_images, "retrieved_images", ["Q", "K"], sizes)
+    labels = _as_numpy(query_labels, "query_labels", ["Q"], sizes)
+    found = _as_numpy(retrieved_labels, "retrieved_labels", ["Q", "K"], sizes)
+    num_queries, k = found.shape
+    ids = _query_ids(query_ids, sizes)
+    correct = found == labels[:, None]
+
+    # In thumbnails: the margins, the gap after the query column, the space between thumbnails.
+    left, right, top, bottom, gap, space = 0.7, 0.1, 0.35, 0.1, 0.4, 0.15
+    width = ((k + 1 + gap) * (1 + space) + left + right) * THUMBNAIL_INCHES
+    height = (num_queries * (1 + space) + top + bottom) * THUMBNAIL_INCHES
+    fig = Figure(figsize=(width, height))
+    grid = fig.add_gridspec(
+        num_queries, k + 2, width_ratios=[1, gap] + [1] * k, wspace=space, hspace=space,
+        left=left * THUMBNAIL_INCHES / width, right=1 - right * THUMBNAIL_INCHES / width,
+        top=1 - top * THUMBNAIL_INCHES / height, bottom=bottom * THUMBNAIL_INCHES / height,
+    )
+    limits = _grey_range(queries, retrieved)
+    for row in range(num_queries):
+        ax = fig.add_subplot(grid[row, 0])
+        _show(ax, queries[row], limits, QUERY_COLOR)
+        ax.set_ylabel(str(ids[row]), rotation=0, ha="right", va="center", fontsize=8)
+        for rank in range(k):
+            ax = fig.add_subplot(grid[row, rank + 2])
+            _show(ax, retrieved[row, rank], limits, CORRECT_COLOR if correct[row, rank] else WRONG_COLOR)
+    fig.axes[0].set_title("query", fontsize=8)
+    fig.axes[1].set_title(f"top {k} retrieved, closest first", fontsize=8, loc="left")
+    return _save(fig, path)
+
+
+def pr_curves(curves: Mapping[str, tuple], *, path: PathLike = None, title: str | None = None) -> Figure:
+    """Precision-recall curves of several methods in one axes.
+
+    ``curves`` maps a name to ``(recall, precision)``, two 1-d arrays ``[M]`` of one length
+    (M may differ between names), or to ``(recall, precision, mAP)``, which adds "(mAP 0.xxx)"
+    to the name in the legend.
+    """
+    if not isinstance(curves, Mapping) or not curves:
+        raise ValueError("curves must be a non-empty dict name -> (recall, precision[, mAP])")
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot()
+    for name, curve in curves.items():
+        if not isinstance(curve, (tuple, list)) or len(curve) not in (2, 3):
+            raise ValueError(f"curves[{name!r}] must be (recall, precision) or (recall, precision, mAP)")
+        sizes: Sizes = {}
+        recall = _as_numpy(curve[0], f"curves[{name!r}] recall", ["M"], sizes)
+        precision = _as_numpy(curve[1], f"curves[{name!r}] precision", ["M"], sizes)
+        label = str(name)
+        if len(curve) == 3:
+            label += f" (mAP {_as_float(curve[2], f'curves[{name!r}] mAP'):.3f})"
+        ax.plot(recall, precision, label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("Recall")
+    ax.set_ylabel("Precision")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    if title is not None:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def _runs(history: Mapping) -> dict[str, Mapping]:
+    """``{name: history}`` from one history (named "") or a dict of histories."""
+    if not isinstance(history, Mapping) or not history:
+        raise ValueError("history must be a non-empty dict of lists, or a dict name -> such a dict")
+    nested = [isinstance(v, Mapping) for v in history.values()]
+    if all(nested):
+        return dict(history)
+    if any(nested):
+        raise ValueError("history mixes lists and dicts: give one history or a dict name -> history")
+    return {"": history}
+
+
+def training_curves(history: Mapping, *, path: PathLike = None) -> Figure:
+    """Training loss per epoch, and validation accuracy per epoch when the history has it.
+
+    ``history`` is a dict of per-epoch lists (or 1-d arrays) with ``"loss"`` ``[E]`` and optionally
+    ``"val_accuracy"`` ``[E']`` in ``[0, 1]``; other keys are ignored. A dict name -> history
+    overlays several runs, one colour per run in both panels. Epochs count from 1. The figure has
+    one axes (loss), or two when any run has a validation accuracy.
+    """
+    runs = _runs(history)
+    with_accuracy = any("val_accuracy" in run for run in runs.values())
+    fig = Figure(figsize=(11 if with_accuracy else 6, 4))
+    axes = fig.subplots(1, 2 if with_accuracy else 1, squeeze=False)[0]
+    for i, (name, run) in enumerate(runs.items()):
+        where = f"history[{name!r}]" if name else "history"
+        if "loss" not in run:
+            raise ValueError(f"{where} has no 'loss' list")
+        loss = _as_numpy(run["loss"], f"{where}['loss']", ["epochs"], sequences=True)
+        axes[0].plot(np.arange(1, len(loss) + 1), loss, marker=".", color=f"C{i}", label=name or None)
+        if "val_accuracy" in run:
+            key = f"{where}['val_accuracy']"
+            accuracy = _as_numpy(run["val_accuracy"], key, ["epochs"], sequences=True)
+            if accuracy.min() < 0 or accuracy.max() > 1:
+                raise ValueError(f"{key} must lie in [0, 1], got {accuracy.min()} to {accuracy.max()}")
+            epochs = np.arange(1, len(accuracy) + 1)
+            axes[1].plot(epochs, accuracy, marker=".", color=f"C{i}", label=name or None)
+    axes[0].set_ylabel("loss")
+    if with_accuracy:
+        axes[1].set_ylabel("validation accuracy")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if "" not in runs:
+            ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def correct_retrievals_bars(
+    counts: Mapping[str, ArrayLike],
+    *,
+    query_ids: ArrayLike | Sequence | None = None,
+    k: int = 50,
+    path: PathLike = None,
+) -> Figure:
+    """Grouped bars: how many of each query's top ``k`` retrieved images are of its class, per network.
+
+    ``counts`` maps a network's name to ints ``[Q]`` in ``[0, k]``, one per query; all networks
+    have the same Q. ``query_ids`` ``[Q]`` label the groups (default: the query indices).
+    """
+    if not isinstance(counts, Mapping) or not counts:
+        raise ValueError("counts must be a non-empty dict name -> [Q] counts")
+    sizes: Sizes = {}
+    values = {name: _as_numpy(c, f"counts[{name!r}]", ["Q"], sizes) for name, c in counts.items()}
+    for name, value in values.items():
+        if value.min() < 0 or value.max() > k:
+            raise ValueError(f"counts[{name!r}] must lie in [0, k={k}], got {value.min()} to {value.max()}")
+    ids = _query_ids(query_ids, sizes)
+    num_queries = len(ids)
+    fig = Figure(figsize=(min(18.0, max(5.0, 0.15 * num_queries * (len(values) + 1) + 1.5)), 4))
+    ax = fig.add_subplot()
+    width = 0.8 / len(values)
+    positions = np.arange(num_queries)
+    for i, (name, value) in enumerate(values.items()):
+        ax.bar(positions + (i - (len(values) - 1) / 2) * width, value, width=width, label=str(name))
+    ax.set_xticks(positions, [str(i) for i in ids], rotation=90 if num_queries > 25 else 0)
+    ax.set_xlim(-0.5, num_queries - 0.5)
+    ax.set_xlabel("query")
+    ax.set_ylabel(f"correct in top {k}")
+    ax.set_ylim(0, k)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(values), frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def show_images(
+    images: ArrayLike, labels: ArrayLike | Sequence | None = None, *, ncols: int = 10, path: PathLike = None
+) -> Figure:
+    """A grid of greyscale images ``[N, 1, H, W]`` or ``[N, H, W]``, ``ncols`` per row.
+
+    ``labels`` ``[N]``, when given, are the images' titles. The figure has N axes.
+    """
+    if ncols < 1:
+        raise ValueError(f"ncols must be positive, got {ncols}")
+    sizes: Sizes = {}
+    array = _as_images(images, "images", ["N"], sizes)
+    titles = None if labels is None else _as_numpy(labels, "labels", ["N"], sizes, sequences=True)
+    n = len(array)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(1.0 * ncols, (1.0 + 0.25 * (titles is not None)) * nrows))
+    limits = _grey_range(array)
+    for i in range(n):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        _show(ax, array[i], limits)
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
