@@ -1,0 +1,132 @@
+"""Training and measuring the shipped checkpoints in ``models/``, with their JSON cards.
+
+``python -m autograder train <name>`` trains one configuration of :data:`CONFIGS` with its fixed
+seed, writes ``models/<name>.pt`` (weights, history, scores) and ``models/<name>.json`` (the card),
+and can be interrupted and rerun: it resumes from ``models/<name>.train.pt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from autograder.evaluation import full_ranking_ap
+from autograder.reference.lab2 import triplet_loss
+from autograder.training import accuracy, fit
+from labtools.data import fixed_test_set, load_images, train_val_split
+from labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+
+def cross_entropy(net, images, labels):
+    return F.cross_entropy(net(images), labels)
+
+
+def triplet(net, images, labels):
+    return triplet_loss(net.features(images), labels, alpha=0.5, num_anchors=10)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One reference checkpoint: data, loss and the optimization schedule."""
+
+    dataset: str
+    loss: str
+    loss_fn: object
+    epochs: int = 100
+    lr: float = 0.01
+    momentum: float = 0.9
+    batch_size: int = 100
+    seed: int = 0
+    hyperparameters: dict = field(default_factory=dict)
+    notes: str = ""
+
+
+CONFIGS = {
+    "mnist_classifier": Config("MNIST", "cross_entropy", cross_entropy,
+                               notes="The lab's classification network: its features are the Lab 1 baseline."),
+    "mnist_triplet": Config("MNIST", "triplet", triplet, hyperparameters={"alpha": 0.5, "num_anchors": 10},
+                            notes="The Lab 2 reference: the lab's triplet loss, 10 anchors per batch of 100."),
+}
+
+
+def measure_scores(net: ConvNet, dataset: str, loss: str, root=None) -> dict[str, float]:
+    """Scores of a card, measured on the fixed test set (and the official test split for accuracy).
+
+    map_100: mAP of the first 100 queries of the fixed test set; map_1000: mAP over all its 1,000
+    queries; test_accuracy (classifiers only): accuracy on the 10,000 official test images.
+    """
+    test = fixed_test_set(dataset, root=root)
+    features = extract_features(net, test.tensors[0], progress=False)
+    ap = full_ranking_ap(features, test.tensors[1])
+    scores = {"map_100": ap[:100].mean().item(), "map_1000": ap.mean().item()}
+    if loss == "cross_entropy":
+        images, labels = load_images(dataset, train=False, root=root)
+        scores["test_accuracy"] = accuracy(net, torch.utils.data.TensorDataset(images, labels))
+    return scores
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def train_checkpoint(name: str, *, epochs: int | None = None, device: str | None = None,
+                     out: Path = MODELS_DIR, root=None, progress: bool = True) -> dict:
+    """Train configuration ``name`` (resuming if interrupted) and write its weights and card."""
+    config = CONFIGS[name]
+    epochs = epochs or config.epochs
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    net = ConvNet()
+    train_set, val_set = train_val_split(config.dataset, root=root)
+    history = fit(net, train_set, config.loss_fn, loss_name=config.loss, dataset_name=config.dataset,
+                  epochs=epochs, lr=config.lr, momentum=config.momentum, batch_size=config.batch_size,
+                  checkpoint=out / f"{name}.train.pt", device=device, seed=config.seed,
+                  val_set=val_set, progress=progress)
+    net = net.cpu().eval()
+    scores = measure_scores(net, config.dataset, config.loss, root=root)
+    weights = save_checkpoint(out / f"{name}.pt", net, dataset=config.dataset, loss=config.loss,
+                              seed=config.seed, epochs=epochs, history=history, scores=scores)
+    card = {
+        "name": name,
+        "dataset": config.dataset,
+        "loss": config.loss,
+        "architecture": "ConvNet",
+        "seed": config.seed,
+        "epochs": epochs,
+        "optimizer": {"name": "SGD", "lr": config.lr, "momentum": config.momentum},
+        "batch_size": config.batch_size,
+        "hyperparameters": config.hyperparameters,
+        "split": "54,000 train / 6,000 validation of the official training set (labtools.data.train_val_split)",
+        "command": shlex.join(["python", "-m", "autograder", "train", name] + sys.argv[3:]),
+        "device": describe_device(device),
+        "torch": torch.__version__,
+        "wall_s": round(sum(history["epoch_s"]), 1),
+        "scores": {k: round(v, 6) for k, v in scores.items()},
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "notes": config.notes,
+    }
+    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / f"{name}.train.pt").unlink(missing_ok=True)
+    return card
+
+
+def remeasure(name: str, out: Path = MODELS_DIR, root=None) -> tuple[dict, dict]:
+    """(card scores, freshly measured scores) of a shipped checkpoint."""
+    card = json.loads((Path(out) / f"{name}.json").read_text())
+    net, _ = load_checkpoint(Path(out) / f"{name}.pt")
+    return card["scores"], measure_scores(net, card["dataset"], card["loss"], root=root)
