@@ -1,0 +1,83 @@
+"""The student release bundle: notebooks, labtools, models, environment and data instructions.
+
+``python -m autograder release --out DIR`` writes ``DIR/metric-lab-student/`` and a zip of it.
+What goes in is listed in :data:`INCLUDE`; nothing of ``autograder/`` (reference solutions,
+source notebooks, reference outputs, hidden checks) is copied. ``tests/test_release.py`` builds
+the bundle and searches it for leaks.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = "metric-lab-student"
+#: Paths of the repository copied into the bundle (folders recursively).
+INCLUDE = ("notebooks", "labtools", "models", "environment.yml", "requirements.txt")
+#: File patterns never copied, whatever folder they are in.
+EXCLUDE = ("__pycache__", "*.pyc", "*.train.pt", "*.tmp", ".ipynb_checkpoints")
+
+STUDENT_README = """\
+# metric-lab: student kit
+
+Set up once (Python 3.11):
+
+```bash
+python3 -m venv .venv && .venv/bin/pip install -r requirements.txt && .venv/bin/pip install --no-deps -e .
+.venv/bin/jupyter lab notebooks/
+```
+
+(conda: `conda env create -f environment.yml && conda activate metric-lab && pip install --no-deps -e .`)
+
+Data: the labs read MNIST and Fashion-MNIST through torchvision. They are downloaded to
+`~/.cache/metric-lab/data` on first use; without network, put the raw files in
+`<root>/MNIST/raw/` (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,
+t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; likewise `<root>/FashionMNIST/raw/`) and
+`export LABTOOLS_DATA=<root>`.
+
+Work through the notebooks in order. Each graded function is followed by a cell of public checks;
+before you submit, run them all on the saved notebook with the same engine that grades it:
+
+```bash
+.venv/bin/python -m labtools.checks notebooks/lab1_retrieval.ipynb
+```
+
+Submit the notebook (and, for Lab 2, the `triplet_net.pt` your training saved beside it).
+"""
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "metric-lab-student"
+version = "0.1.0"
+requires-python = ">=3.11"
+dynamic = ["dependencies"]
+
+[tool.setuptools.dynamic]
+dependencies = { file = ["requirements.txt"] }
+
+[tool.setuptools.packages.find]
+include = ["labtools*"]
+"""
+
+
+def build(out: Path) -> Path:
+    """Write the bundle folder and its zip under ``out``; return the zip's path."""
+    out = Path(out)
+    target = out / BUNDLE
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in INCLUDE:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns(*EXCLUDE))
+        else:
+            shutil.copy2(source, target / name)
+    (target / "README.md").write_text(STUDENT_README)
+    (target / "pyproject.toml").write_text(PYPROJECT)
+    return Path(shutil.make_archive(str(out / BUNDLE), "zip", root_dir=out, base_dir=BUNDLE))
