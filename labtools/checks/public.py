@@ -1,0 +1,445 @@
+"""The public checks: properties and hand-computed examples, no reference solution.
+
+Students run them from the notebook (``run_public_checks``) and from the command line
+(``python -m labtools.checks notebook.ipynb``); the grader runs them too, beside its hidden checks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from labtools.checks.registry import Call, Check, register
+from labtools.checks.submission import loop_violations
+
+__all__ = ["unit_rows", "describe_tensor", "expect_tensor", "vectorized_check", "synthetic_images"]
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers shared with the hidden checks
+
+
+def unit_rows(n: int, d: int, seed: int) -> torch.Tensor:
+    """``n`` random L2-normalized float32 rows of length ``d``, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
+
+
+def synthetic_images(n_per_class: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded toy images ``[n, 1, 28, 28]``: a class-specific blob plus noise, and their labels."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    labels = labels[torch.randperm(len(labels), generator=g)]
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    centers = torch.rand(classes, 2, generator=g) * 16 + 6
+    blobs = torch.exp(-((yy - centers[:, 0, None, None]) ** 2 + (xx - centers[:, 1, None, None]) ** 2) / 18.0)
+    images = blobs[labels] + 0.15 * torch.rand(len(labels), 28, 28, generator=g)
+    return images.clamp(0, 1).unsqueeze(1), labels
+
+
+def describe_tensor(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {list(value.shape)}"
+    return f"a {type(value).__name__}" if not hasattr(value, "type_name") else f"a {value.type_name}"
+
+
+def expect_tensor(value, name: str, shape: list[int] | None = None, floating: bool = True) -> str | None:
+    """A message saying what is wrong with ``value`` as the tensor ``name``, or ``None``."""
+    if not isinstance(value, torch.Tensor):
+        return f"{name} should be a torch tensor, got {describe_tensor(value)}"
+    if shape is not None and list(value.shape) != list(shape):
+        return f"{name} should have shape {list(shape)}, got {list(value.shape)}"
+    if floating and not value.is_floating_point():
+        return f"{name} should be a floating-point tensor, got dtype {value.dtype}"
+    if floating and not torch.isfinite(value).all():
+        return f"{name} contains NaN or infinite values"
+    return None
+
+
+def _failed(outcomes) -> str | None:
+    for outcome in outcomes:
+        if not outcome.ok:
+            return f"the call failed: {outcome.error}"
+    return None
+
+
+def _close(value: torch.Tensor, expected, atol: float) -> bool:
+    expected = torch.as_tensor(expected, dtype=torch.float64)
+    return bool(torch.allclose(value.to(torch.float64), expected, atol=atol, rtol=0))
+
+
+def _simple(id, lab, function, points, description, calls, judge, hidden=False, kind="code"):
+    """Register a check whose calls are fixed (``calls`` a function returning them)."""
+    return register(Check(id=id, lab_id=lab, function=function, points=points, description=description,
+                          prepare=lambda: (calls(), None), judge=lambda outcomes, state, ctx: judge(outcomes, ctx),
+                          hidden=hidden, kind=kind))
+
+
+def vectorized_check(lab: str, function: str, points: float, make_call, allowed_for: int = 0, slack: int = 6):
+    """Static and dynamic loop checks: no Python loop in the code, and the same number of executed
+    lines and torch calls at input size N and 2N (``make_call(scale)`` builds the call)."""
+
+    def judge(outcomes, state, ctx):
+        if ctx.source is not None:
+            problems = loop_violations(ctx.source, function, allowed_for=allowed_for)
+            if problems:
+                return False, "use tensor operations instead of Python loops: " + "; ".join(problems[:4])
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        small, large = outcomes[0].counts, outcomes[1].counts
+        if not small or not large:
+            return False, "the call could not be measured"
+        grew = [f"{kind} {small[kind]} -> {large[kind]}" for kind in ("lines", "ops")
+                if large.get(kind, 0) > small.get(kind, 0) + slack]
+        if grew:
+            return False, ("the work done in Python grows with the input size (N -> 2N: " + ", ".join(grew)
+                           + "): use tensor operations instead of loops")
+        note = "" if ctx.source is not None else " (dynamic check only: the source was not available)"
+        return True, f"no Python loop over the items; executed lines and torch calls constant in N{note}"
+
+    allowed = " (one loop over anchors allowed)" if allowed_for else ""
+    return register(Check(id=f"{function}.vectorized", lab_id=lab, function=function, points=points,
+                          description=f"{function} uses tensor operations, not Python loops{allowed}",
+                          prepare=lambda: ([make_call(1), make_call(2)], None), judge=judge))
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 1: distances
+
+for _lab in ("lab1_retrieval",):
+    E = torch.eye(4)
+
+    def _dist_shape(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        problem = expect_tensor(outcomes[0].value, "distances(query [3, 8], items [5, 8])", [3, 5])
+        return (False, problem) if problem else (True, "returns a float tensor of shape [Q, N]")
+
+    _simple("distances.shape_dtype", _lab, "distances", 0.2, "output is a float tensor of shape [Q, N]",
+            lambda: [Call("distances", [unit_rows(3, 8, 1), unit_rows(5, 8, 2)])], _dist_shape)
+
+    def _dist_values(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        value = outcomes[0].value
+        problem = expect_tensor(value, "distances(query, items)", [2, 4])
+        if problem:
+            return False, problem
+        expected = [[0.0, 4.0, 2.0, 2.0], [2.0, 2.0, 0.0, 4.0]]
+        if not _close(value, expected, 1e-5):
+            return False, (f"query [e1, e2] against items [e1, -e1, e2, -e2] should give {expected} (squared "
+                           f"distances: identical 0, opposite 4, orthogonal 2; tolerance 1e-5), got "
+                           f"{[[round(float(x), 4) for x in row] for row in value]}")
+        return True, "identical unit vectors are at distance 0, opposite ones at 4, orthogonal ones at 2"
+
+    _simple("distances.identical_opposite", _lab, "distances", 0.2,
+            "squared distance 0 for identical, 4 for opposite and 2 for orthogonal unit vectors",
+            lambda: [Call("distances", [torch.stack([E[0], E[1]]), torch.stack([E[0], -E[0], E[1], -E[1]])])],
+            _dist_values)
+
+    def _dist_symmetric(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        value = outcomes[0].value
+        problem = expect_tensor(value, "distances(x [6, 8], x)", [6, 6])
+        if problem:
+            return False, problem
+        if not _close(value, value.T, 1e-5):
+            return False, "distances(x, x) should be symmetric (tolerance 1e-5)"
+        if not _close(torch.diagonal(value), torch.zeros(6), 1e-5):
+            return False, "distances(x, x) should have a zero diagonal (tolerance 1e-5)"
+        return True, "distances(x, x) is symmetric with a zero diagonal"
+
+    _simple("distances.symmetric", _lab, "distances", 0.1, "distances(x, x) is symmetric with zero diagonal",
+            lambda: [Call("distances", [unit_rows(6, 8, 3), unit_rows(6, 8, 3)])], _dist_symmetric)
+
+    vectorized_check(_lab, "distances", 0.2,
+                     lambda s: Call("distances", [unit_rows(4 * s, 8, 4), unit_rows(16 * s, 8, 5)], instrument=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 1: evaluate_AP
+
+
+def _ap_result(value, n: int, name: str):
+    """``(ap, precision, recall)`` as tensors, or a message."""
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        return None, f"{name} should return (ap, precision, recall), got {describe_tensor(value)}"
+    ap, precision, recall = value
+    if isinstance(ap, (int, float)) and not isinstance(ap, bool):
+        ap = torch.tensor(float(ap))
+    if not isinstance(ap, torch.Tensor) or ap.numel() != 1:
+        return None, f"ap should be a number or a 0-d tensor, got {describe_tensor(ap)}"
+    for part, label in ((precision, "precision"), (recall, "recall")):
+        problem = expect_tensor(part, label, [n])
+        if problem:
+            return None, problem
+    if not torch.isfinite(ap).all():
+        return None, "ap is NaN or infinite"
+    return (ap.reshape(()), precision, recall), None
+
+
+for _lab in ("lab1_retrieval",):
+
+    def _ap_perfect(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        parts, problem = _ap_result(outcomes[0].value, 5, "evaluate_AP")
+        if problem:
+            return False, problem
+        ap, precision, recall = parts
+        if abs(float(ap) - 1.0) > 1e-6:
+            return False, f"a perfect ranking (both relevant items first) should have AP 1, got {float(ap):.4f}"
+        if not _close(recall, [0.5, 1, 1, 1, 1], 1e-6) or not _close(precision, [1, 1, 2 / 3, 0.5, 0.4], 1e-6):
+            return False, ("a perfect ranking with 2 relevant items among 5 should give precision "
+                           "[1, 1, 2/3, 1/2, 2/5] and recall [1/2, 1, 1, 1, 1] (tolerance 1e-6)")
+        return True, "a perfect ranking has AP 1 and the expected precision and recall"
+
+    _simple("evaluate_AP.perfect_ranking", _lab, "evaluate_AP", 0.2, "AP of a perfect ranking is 1",
+            lambda: [Call("evaluate_AP", [torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5]), torch.tensor([1, 1, 0, 0, 0]), 1])],
+            _ap_perfect)
+
+    def _ap_hand(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        parts, problem = _ap_result(outcomes[0].value, 5, "evaluate_AP")
+        if problem:
+            return False, problem
+        ap, precision, recall = parts
+        if abs(float(ap) - 43 / 90) > 1e-5:
+            return False, (f"dist [0.5, 0.1, 0.4, 0.2, 0.3], labels [1, 0, 1, 0, 1], query label 1: the ranking is "
+                           f"[0, 0, 1, 1, 1] by relevance, AP = (1/3 + 2/4 + 3/5) / 3 = 0.4778; got {float(ap):.4f} "
+                           "(tolerance 1e-5)")
+        if not _close(precision, [0, 0, 1 / 3, 0.5, 0.6], 1e-5) or not _close(recall, [0, 0, 1 / 3, 2 / 3, 1], 1e-5):
+            return False, ("the hand-worked example should give precision [0, 0, 1/3, 1/2, 3/5] and recall "
+                           "[0, 0, 1/3, 2/3, 1] (tolerance 1e-5)")
+        return True, "the hand-worked 5-item example gives AP 43/90 = 0.4778"
+
+    _simple("evaluate_AP.hand_example", _lab, "evaluate_AP", 0.2, "AP of a hand-worked 5-item example",
+            lambda: [Call("evaluate_AP", [torch.tensor([0.5, 0.1, 0.4, 0.2, 0.3]), torch.tensor([1, 0, 1, 0, 1]),
+                                          torch.tensor(1)])], _ap_hand)
+
+    def _ap_range(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        parts, problem = _ap_result(outcomes[0].value, 20, "evaluate_AP")
+        if problem:
+            return False, problem
+        ap, precision, recall = parts
+        if not 0.0 <= float(ap) <= 1.0:
+            return False, f"AP must lie in [0, 1], got {float(ap):.4f}"
+        if abs(float(recall[-1]) - 1.0) > 1e-6:
+            return False, f"recall at the end of the full ranking must be 1, got {float(recall[-1]):.4f}"
+        if (precision < -1e-9).any() or (precision > 1 + 1e-9).any():
+            return False, "precision values must lie in [0, 1]"
+        return True, "AP in [0, 1], precision and recall of length N, recall ends at 1"
+
+    def _ap_range_call():
+        g = torch.Generator().manual_seed(6)
+        return [Call("evaluate_AP", [torch.rand(20, generator=g), torch.randint(0, 3, (20,), generator=g), 2])]
+
+    _simple("evaluate_AP.range", _lab, "evaluate_AP", 0.1, "AP lies in [0, 1] and recall ends at 1",
+            _ap_range_call, _ap_range)
+
+    def _ap_vec_call(s):
+        g = torch.Generator().manual_seed(7)
+        n = 16 * s
+        return Call("evaluate_AP", [torch.rand(n, generator=g), torch.randint(0, 3, (n,), generator=g), 1],
+                    instrument=True)
+
+    vectorized_check(_lab, "evaluate_AP", 0.2, _ap_vec_call)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 1: evaluate_mAP
+
+
+def _map_result(value, n: int):
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        return None, f"evaluate_mAP should return (mAP, precision, recall), got {describe_tensor(value)}"
+    m, precision, recall = value
+    if isinstance(m, torch.Tensor) and m.numel() == 1:
+        m = float(m)
+    if not isinstance(m, (int, float)) or isinstance(m, bool):
+        return None, f"mAP should be a float, got {describe_tensor(m)}"
+    if not math.isfinite(m):
+        return None, "mAP is NaN or infinite"
+    for part, label in ((precision, "precision"), (recall, "recall")):
+        problem = expect_tensor(part, label, [n - 1])
+        if problem:
+            return None, problem + f" (each query is ranked against the N - 1 = {n - 1} other images)"
+    return (float(m), precision, recall), None
+
+
+def tiny_map_call(n_per_class=10, classes=3, queries=5, seed=8, key=None):
+    images, labels = synthetic_images(n_per_class, classes, seed)
+    return Call("evaluate_mAP", [{"__spec__": "convnet", "seed": seed},
+                                 {"__spec__": "dataset", "images": images, "labels": labels}],
+                {"num_queries": queries}, key=key)
+
+
+for _lab in ("lab1_retrieval",):
+
+    def _map_shapes(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        parts, problem = _map_result(outcomes[0].value, 30)
+        if problem:
+            return False, problem
+        m, precision, recall = parts
+        if not 0.0 <= m <= 1.0:
+            return False, f"mAP must lie in [0, 1], got {m:.4f}"
+        if abs(float(recall[-1]) - 1.0) > 1e-6:
+            return False, f"the mean recall must end at 1, got {float(recall[-1]):.4f}"
+        return True, "returns (float, [N-1], [N-1]) with the recall ending at 1"
+
+    _simple("evaluate_mAP.shapes", _lab, "evaluate_mAP", 0.2,
+            "evaluate_mAP of a tiny net returns (float, [N-1], [N-1]), recall ending at 1",
+            lambda: [tiny_map_call()], _map_shapes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 2: triplet_loss
+
+
+def _loss_value(value, name):
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.ndim == 0:
+        if not value.is_floating_point():
+            return None, f"{name} should be a floating-point tensor, got dtype {value.dtype}"
+        if not torch.isfinite(value):
+            return None, f"{name} is NaN or infinite"
+        return float(value), None
+    return None, f"{name} should return a 0-d tensor (so that it can be back-propagated), got {describe_tensor(value)}"
+
+
+for _lab in ("lab2_triplet",):
+    E = torch.eye(3)
+
+    def _expect_loss(expected, what):
+        def judge(outcomes, ctx):
+            failure = _failed(outcomes)
+            if failure:
+                return False, failure
+            loss, problem = _loss_value(outcomes[0].value, "triplet_loss")
+            if problem:
+                return False, problem
+            if abs(loss - expected) > 1e-4:
+                return False, f"{what}: expected {expected:g}, got {loss:.4f} (tolerance 1e-4)"
+            return True, f"{what}: {expected:g}"
+        return judge
+
+    _simple("triplet_loss.zero_when_separated", _lab, "triplet_loss", 0.2,
+            "loss is 0 when all positives are much closer than all negatives",
+            lambda: [Call("triplet_loss", [torch.stack([E[0], E[0], -E[0], -E[0]]), torch.tensor([0, 0, 1, 1])],
+                          {"alpha": 0.5, "num_anchors": 4})],
+            _expect_loss(0.0, "positives at distance 0 and negatives at 4 with alpha 0.5 give loss"))
+
+    _simple("triplet_loss.hand_example", _lab, "triplet_loss", 0.3,
+            "hand-worked example: e1, e2 (label 0) and e1 (label 1), alpha 0.5, 3 anchors",
+            lambda: [Call("triplet_loss", [torch.stack([E[0], E[1], E[0]]), torch.tensor([0, 0, 1])],
+                          {"alpha": 0.5, "num_anchors": 3})],
+            _expect_loss(3.0, "features [e1, e2, e1], labels [0, 0, 1], alpha 0.5, 3 anchors: 2.5 + 0.5 + 0 ="))
+
+    _simple("triplet_loss.hinge_sign", _lab, "triplet_loss", 0.2,
+            "a positive far away and a negative close by give max(d(a,p) - d(a,n) + alpha, 0) > 0",
+            lambda: [Call("triplet_loss", [torch.stack([E[0], -E[0], E[0]]), torch.tensor([0, 0, 1])],
+                          {"alpha": 0.5, "num_anchors": 1})],
+            _expect_loss(4.5, "anchor e1, positive -e1 (d = 4), negative e1 (d = 0), alpha 0.5: loss 4 - 0 + 0.5 ="))
+
+    def _tl_vec_call(s):
+        n = 16 * s
+        labels = torch.arange(n) % 4
+        return Call("triplet_loss", [unit_rows(n, 8, 9), labels], {"alpha": 0.5, "num_anchors": 4}, instrument=True)
+
+    vectorized_check(_lab, "triplet_loss", 0.3, _tl_vec_call, allowed_for=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 2: train_triplets and the checkpoint
+
+
+def train_call(seed=0, epochs=3, key="train.tiny"):
+    images, labels = synthetic_images(10, 4, seed + 11)
+    return Call("train_triplets", [{"__spec__": "convnet", "seed": seed},
+                                   {"__spec__": "dataset", "images": images, "labels": labels}],
+                {"epochs": epochs, "lr": 0.01, "batch_size": 20, "alpha": 0.5,
+                 "checkpoint": {"__spec__": "scratch_path", "name": "check_triplet.pt"}, "device": "cpu", "seed": seed},
+                key=key)
+
+
+def history_losses(value):
+    """The per-epoch losses of a returned history, or a message."""
+    if not isinstance(value, dict) or "loss" not in value:
+        return None, f"train_triplets should return a history dict with a 'loss' list, got {describe_tensor(value)}"
+    losses = value["loss"]
+    if isinstance(losses, torch.Tensor):
+        losses = losses.flatten().tolist()
+    if not isinstance(losses, (list, tuple)) or not all(isinstance(x, (int, float)) for x in losses):
+        return None, "history['loss'] should be a list of floats, one per epoch"
+    return [float(x) for x in losses], None
+
+
+for _lab in ("lab2_triplet",):
+
+    def _train_decreases(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        losses, problem = history_losses(outcomes[0].value)
+        if problem:
+            return False, problem
+        if len(losses) != 3:
+            return False, f"3 epochs should give 3 losses in history['loss'], got {len(losses)}"
+        if not all(math.isfinite(x) for x in losses) or not losses[-1] < losses[0]:
+            return False, f"the loss should decrease over a tiny seeded run, got {[round(x, 4) for x in losses]}"
+        return True, f"the loss decreases on a tiny seeded run ({losses[0]:.3f} -> {losses[-1]:.3f})"
+
+    _simple("train_triplets.loss_decreases", _lab, "train_triplets", 0.3,
+            "the history's loss decreases on a tiny seeded run (3 epochs, 40 toy images)",
+            lambda: [train_call()], _train_decreases)
+
+    def _train_checkpoint(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        from labtools.models import load_checkpoint
+
+        path = outcomes[0].scratch / "check_triplet.pt"
+        try:
+            load_checkpoint(path)
+        except Exception as error:
+            return False, f"train_triplets should save a checkpoint loadable by load_checkpoint: {error}"
+        return True, "writes a checkpoint that load_checkpoint reads"
+
+    _simple("train_triplets.writes_checkpoint", _lab, "train_triplets", 0.2,
+            "train_triplets writes a checkpoint that labtools.models.load_checkpoint loads",
+            lambda: [train_call()], _train_checkpoint)
+
+    def _checkpoint_loads(outcomes, ctx):
+        from labtools.models import ConvNet, load_checkpoint
+
+        path = ctx.obj if ctx.obj is not None else (ctx.files / "triplet_net.pt" if ctx.files else None)
+        if path is None:
+            return False, "no checkpoint file was given"
+        try:
+            net, _ = load_checkpoint(path)
+            with torch.no_grad():
+                features = net.features(torch.zeros(2, 1, 28, 28))
+        except Exception as error:
+            return False, f"triplet_net.pt does not load as a ConvNet: {error}"
+        if not isinstance(net, ConvNet) or tuple(features.shape) != (2, 256):
+            return False, "triplet_net.pt should hold the lab's ConvNet (256-d features)"
+        return True, "triplet_net.pt loads as the lab's ConvNet"
+
+    _simple("checkpoint.loads", _lab, "checkpoint", 0.5,
+            "the submitted triplet_net.pt loads as a ConvNet (saved by labtools.models.save_checkpoint)",
+            lambda: [], _checkpoint_loads, kind="file")

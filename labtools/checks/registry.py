@@ -1,0 +1,110 @@
+"""Checks, the calls they need, and what came back.
+
+A :class:`Check` is a named, pointed test of one graded function. ``prepare()`` returns the
+inputs it needs as :class:`Call` objects (run in the sandboxed worker, or in-process by
+``run_public_checks``) and a state; ``judge(outcomes, state, ctx)`` turns what came back into
+``(passed, message)``. Checks earn all their points or none; a test cell's points are the sum of
+its checks'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["Check", "Call", "Outcome", "Context", "CheckResult", "TEST_CELL_POINTS", "register", "checks_for"]
+
+#: Points of each test cell (grade_id ``test_<function>``) of each lab.
+TEST_CELL_POINTS = {
+    "lab1_retrieval": {"distances": 1.5, "evaluate_AP": 1.5, "evaluate_mAP": 1.0},
+    "lab2_triplet": {"triplet_loss": 2.0, "train_triplets": 1.0, "checkpoint": 3.0},
+}
+
+
+@dataclass
+class Call:
+    """One call of a student function: plain arguments or ``{"__spec__": ...}`` dicts.
+
+    ``key`` lets checks share a call (it runs once); ``instrument`` counts line events and torch
+    calls.
+    """
+
+    function: str
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+    instrument: bool = False
+    key: str | None = None
+
+    def as_job(self) -> dict:
+        return {"function": self.function, "args": list(self.args), "kwargs": dict(self.kwargs),
+                "instrument": bool(self.instrument)}
+
+
+@dataclass
+class Outcome:
+    """What a call gave: ``ok`` and ``value`` (decoded plain data) or ``error``; ``counts`` when
+    instrumented; ``scratch`` the folder it ran in (files it wrote)."""
+
+    ok: bool
+    value: Any = None
+    error: str = ""
+    counts: dict = field(default_factory=dict)
+    scratch: Path | None = None
+    grader_error: bool = False
+
+
+@dataclass
+class Context:
+    """What a judge may look at besides the outcomes: the source (``None`` when unknown) and the
+    object passed to ``run_public_checks`` or the submitted files' folder."""
+
+    lab_id: str
+    source: str | None = None
+    files: Path | None = None
+    obj: Any = None
+
+
+@dataclass
+class Check:
+    id: str
+    lab_id: str
+    function: str
+    points: float
+    description: str
+    prepare: Callable[[], tuple[list[Call], Any]] = None
+    judge: Callable[[list[Outcome], Any, Context], tuple[bool, str]] = None
+    hidden: bool = False
+    #: ``"code"`` checks run the student's function; ``"file"`` checks read a submitted file.
+    kind: str = "code"
+
+
+@dataclass
+class CheckResult:
+    check: Check
+    earned: float
+    message: str
+
+    @property
+    def passed(self) -> bool:
+        return self.earned >= self.check.points - 1e-9
+
+    def line(self) -> str:
+        mark = "PASS" if self.passed else "FAIL"
+        return f"[{mark}] {self.check.id} ({self.earned:g}/{self.check.points:g}): {self.message}"
+
+
+_REGISTRY: dict[str, Check] = {}
+
+
+def register(check: Check) -> Check:
+    _REGISTRY[check.id] = check
+    return check
+
+
+def checks_for(lab_id: str, function: str | None = None, hidden: bool | None = None) -> list[Check]:
+    """Registered checks of a lab (of one function; public or hidden only), in registration order."""
+    from labtools.checks import public  # noqa: F401  (registers the public checks)
+
+    return [c for c in _REGISTRY.values() if c.lab_id == lab_id and (function is None or c.function == function)
+            and (hidden is None or c.hidden == hidden)]

@@ -1,0 +1,415 @@
+"""The sandboxed side of the checks: ``python -m labtools.checks.worker <jobdir>``.
+
+The parent (:mod:`labtools.checks.engine`) writes ``<jobdir>/job.pt``: the extracted submission
+source and a list of calls. The worker limits its own resources, installs an audit hook that
+refuses files outside its scratch folder, process creation and signals, executes the source as
+the module ``submission`` (with a guarded ``__import__``), and performs the calls one by one.
+For call ``i`` it writes ``started_<i>`` before and ``result_<i>.pt`` after: plain data only
+(tensors, numbers, strings, lists, dicts of those) saved with :func:`torch.save`, which the parent
+reads with ``weights_only=True``. Nothing it writes is trusted beyond its type: every comparison
+happens in the parent.
+
+:func:`perform_call` and :func:`encode` are also used in-process by ``run_public_checks``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import os
+import sys
+import time
+import traceback
+
+import torch
+
+#: Bytes of the student's stdout/stderr kept by the capped writers.
+OUTPUT_CAP = 20_000
+BLOCKED_IMPORTS = (
+    "sys", "os", "subprocess", "importlib", "builtins", "ctypes", "inspect", "gc", "pickle", "shutil",
+    "socket", "signal", "threading", "multiprocessing", "marshal", "autograder", "sklearn.metrics",
+    "torchmetrics", "pytorch_metric_learning", "faiss", "resource", "pty", "runpy", "code",
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# plain values
+
+
+def encode(value, depth: int = 0):
+    """A plain, ``weights_only``-loadable version of ``value`` (unknown objects become their type)."""
+    if depth > 6:
+        return {"__object__": "too deeply nested"}
+    if isinstance(value, torch.Tensor):
+        t = value.detach()
+        return {"__tensor__": t.to("cpu").clone() if t.numel() <= 5_000_000 else torch.empty(0),
+                "device": str(t.device), "too_large": t.numel() > 5_000_000}
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)[:1000]
+    if isinstance(value, (list, tuple)):
+        items = [encode(v, depth + 1) for v in list(value)[:100_000]]
+        return {"__tuple__": items} if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        return {"__dict__": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in list(value.items())[:1000]]}
+    try:  # numpy scalars and arrays
+        import numpy
+
+        if isinstance(value, numpy.generic):
+            return encode(value.item(), depth + 1)
+        if isinstance(value, numpy.ndarray):
+            return {"__object__": "numpy.ndarray"}
+    except Exception:
+        pass
+    return {"__object__": f"{type(value).__module__}.{type(value).__qualname__}"}
+
+
+def decode(value):
+    """Inverse of :func:`encode` in the parent: tensors, tuples, dicts; unknown objects stay markers."""
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    if isinstance(value, dict):
+        if "__tensor__" in value and isinstance(value["__tensor__"], torch.Tensor):
+            return value["__tensor__"]
+        if "__tuple__" in value and isinstance(value["__tuple__"], list):
+            return tuple(decode(v) for v in value["__tuple__"])
+        if "__dict__" in value and isinstance(value["__dict__"], list):
+            out = {}
+            for pair in value["__dict__"]:
+                if isinstance(pair, list) and len(pair) == 2:
+                    key = decode(pair[0])
+                    try:
+                        out[key] = decode(pair[1])
+                    except TypeError:
+                        pass
+            return out
+        if "__object__" in value:
+            return Opaque(str(value["__object__"]))
+        return Opaque("dict")
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    return Opaque(type(value).__name__)
+
+
+class Opaque:
+    """A value the worker could not send back as plain data: only its type name is known."""
+
+    def __init__(self, type_name: str):
+        self.type_name = type_name
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name}>"
+
+
+# ----------------------------------------------------------------------------------------------
+# arguments
+
+
+def build_arg(spec, scratch: str):
+    """Arguments are plain values, or dicts ``{"__spec__": kind, ...}`` built here."""
+    if isinstance(spec, list):
+        return [build_arg(s, scratch) for s in spec]
+    if not isinstance(spec, dict) or "__spec__" not in spec:
+        return spec
+    kind = spec["__spec__"]
+    if kind == "convnet":
+        from labtools.models import ConvNet, load_checkpoint
+
+        if spec.get("checkpoint"):
+            net, _ = load_checkpoint(spec["checkpoint"])
+            return net
+        torch.manual_seed(int(spec.get("seed", 0)))
+        return ConvNet(num_classes=int(spec.get("num_classes", 10))).eval()
+    if kind == "dataset":
+        from torch.utils.data import TensorDataset
+
+        return TensorDataset(spec["images"], spec["labels"])
+    if kind == "fixed_test_set":
+        from labtools.data import fixed_test_set
+
+        return fixed_test_set(spec.get("name", "MNIST"), download=False)
+    if kind == "scratch_path":
+        return os.path.join(scratch, spec["name"])
+    raise ValueError(f"unknown argument spec {kind!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# instrumentation
+
+
+class _OpCounter(torch.overrides.TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _call_counted(func, args, kwargs, namespace):
+    """Call ``func`` counting line events in frames of ``namespace``'s code and torch calls."""
+    lines = [0]
+
+    def local(frame, event, arg):
+        if event == "line":
+            lines[0] += 1
+        return local
+
+    def tracer(frame, event, arg):
+        if frame.f_globals is namespace:
+            return local
+        return None
+
+    ops = _OpCounter()
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        with ops:
+            value = func(*args, **kwargs)
+    finally:
+        sys.settrace(previous)
+    return value, {"lines": lines[0], "ops": ops.count}
+
+
+def perform_call(namespace: dict, call: dict, scratch: str) -> dict:
+    """Perform one call on the functions of ``namespace``; never raises."""
+    name = call["function"]
+    func = namespace.get(name)
+    if not callable(func):
+        return {"ok": False, "error": f"{name} is not defined", "value": None, "counts": {}}
+    try:
+        args = [build_arg(a, scratch) for a in call.get("args", [])]
+        kwargs = {k: build_arg(v, scratch) for k, v in call.get("kwargs", {}).items()}
+    except Exception as error:  # a grader-side problem (data missing, ...)
+        return {"ok": False, "error": f"grader could not build the inputs: {type(error).__name__}: {error}",
+                "value": None, "counts": {}, "grader_error": True}
+    start = time.perf_counter()
+    try:
+        if call.get("instrument"):
+            value, counts = _call_counted(func, args, kwargs, getattr(func, "__globals__", namespace))
+        else:
+            value, counts = func(*args, **kwargs), {}
+    except MemoryError:
+        return {"ok": False, "error": "MemoryError: ran out of memory", "value": None, "counts": {}}
+    except RecursionError:
+        return {"ok": False, "error": "RecursionError: maximum recursion depth exceeded", "value": None, "counts": {}}
+    except BaseException as error:  # SystemExit and KeyboardInterrupt included
+        tb = traceback.extract_tb(error.__traceback__)
+        where = next((f"line {f.lineno} of {f.name}" for f in reversed(tb) if f.filename == "<submission>"), "")
+        text = f"{type(error).__name__}: {str(error)[:300]}" + (f" ({where})" if where else "")
+        return {"ok": False, "error": text, "value": None, "counts": {}}
+    counts["seconds"] = time.perf_counter() - start
+    return {"ok": True, "error": "", "value": encode(value), "counts": counts}
+
+
+# ----------------------------------------------------------------------------------------------
+# the sandbox
+
+
+class _CappedWriter:
+    def __init__(self, stream, cap: int):
+        self.stream, self.left = stream, cap
+
+    def write(self, text):
+        text = str(text)
+        if self.left > 0:
+            piece = text[: self.left]
+            self.left -= len(piece)
+            try:
+                self.stream.write(piece)
+                if self.left <= 0:
+                    self.stream.write("\n[output truncated]\n")
+                self.stream.flush()
+            except Exception:
+                pass
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+def _vm_bytes() -> int:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def _limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
+    import resource
+
+    def set_limit(which, value):
+        try:
+            soft, hard = resource.getrlimit(which)
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError):
+            pass
+
+    set_limit(resource.RLIMIT_AS, _vm_bytes() + memory_bytes)
+    set_limit(resource.RLIMIT_CPU, cpu_seconds)
+    set_limit(resource.RLIMIT_FSIZE, 512 << 20)
+    set_limit(resource.RLIMIT_NPROC, 0)  # no new processes (ignored for root: the audit hook covers it)
+    set_limit(resource.RLIMIT_CORE, 0)
+
+
+def _install_audit_hook(scratch: str, jobdir: str, deny_read: list[str]) -> None:
+    scratch = os.path.realpath(scratch)
+    jobdir = os.path.realpath(jobdir)
+    deny_read = [os.path.realpath(p) for p in deny_read]
+    blocked_events = {
+        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.kill", "os.killpg",
+        "subprocess.Popen", "os.startfile", "pty.spawn", "socket.connect", "socket.bind", "os.remove",
+        "os.rmdir", "os.rename", "os.chmod", "os.chown", "os.truncate",
+        "shutil.rmtree", "os.link", "os.symlink", "sys.settrace", "sys.setprofile", "ctypes.dlopen",
+        "os.removexattr", "os.setxattr", "signal.pthread_kill",
+    }
+
+    def inside(path: str, folder: str) -> bool:
+        return path == folder or path.startswith(folder + os.sep)
+
+    def hook(event, args):
+        if event in blocked_events:
+            if event in ("os.remove", "os.rename") and args and all(
+                inside(os.path.realpath(os.fsdecode(a)), scratch) or inside(os.path.realpath(os.fsdecode(a)), jobdir)
+                for a in args[:2] if isinstance(a, (str, bytes, os.PathLike))
+            ):
+                return  # renaming inside its own folders (save_checkpoint, results)
+            if event == "sys.settrace" and getattr(_install_audit_hook, "tracing_allowed", False):
+                return
+            raise PermissionError(f"{event} is not allowed while checking")
+        if event == "open" and args:
+            path, mode, flags = args[0], args[1], args[2]
+            if isinstance(path, int):
+                return
+            try:
+                real = os.path.realpath(os.fsdecode(path))
+            except Exception:
+                return
+            writing = (mode is not None and any(m in str(mode) for m in "wax+")) or (
+                mode is None and isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+            )
+            if writing and not (inside(real, scratch) or inside(real, jobdir) or real == "/dev/null"):
+                raise PermissionError(f"writing {real} is not allowed while checking")
+            if any(inside(real, d) for d in deny_read):
+                raise PermissionError(f"reading {real} is not allowed while checking")
+
+    sys.addaudithook(hook)
+
+    # torch.save/torch.load open files in C++, out of the audit hook's sight: check their paths here
+    import torch.serialization as serialization
+
+    real_save, real_load = serialization.save, serialization.load
+
+    def checked(path, writing):
+        if isinstance(path, (str, bytes, os.PathLike)):
+            real = os.path.realpath(os.fsdecode(path))
+            if writing and not (inside(real, scratch) or inside(real, jobdir)):
+                raise PermissionError(f"writing {real} is not allowed while checking")
+            if any(inside(real, d) for d in deny_read):
+                raise PermissionError(f"reading {real} is not allowed while checking")
+
+    def save(obj, f, *args, **kwargs):
+        checked(f, True)
+        return real_save(obj, f, *args, **kwargs)
+
+    def load(f, *args, **kwargs):
+        checked(f, False)
+        return real_load(f, *args, **kwargs)
+
+    torch.save = serialization.save = save
+    torch.load = serialization.load = load
+
+
+def _guarded_import(real_import, namespace):
+    def guarded(name, globals=None, locals=None, fromlist=(), level=0):
+        if globals is namespace:
+            full = name or ""
+            candidates = [full] + [f"{full}.{f}" for f in (fromlist or ()) if isinstance(f, str)]
+            for candidate in candidates:
+                if candidate in ("os.path", "posixpath") or (candidate == "os" and fromlist and set(fromlist) <= {"path"}):
+                    continue
+                if candidate == "os" and not fromlist:
+                    continue  # ``import os``: the policy scan allows only os.path on it
+                for banned in BLOCKED_IMPORTS:
+                    if candidate == banned or candidate.startswith(banned + "."):
+                        raise ImportError(f"importing {candidate} is not allowed while checking")
+        return real_import(name, globals, locals, fromlist, level)
+
+    return guarded
+
+
+def _safe_builtins(namespace):
+    safe = dict(vars(builtins))
+    for name in ("open", "exec", "eval", "compile", "breakpoint", "input", "help", "exit", "quit",
+                 "globals", "locals", "vars", "memoryview"):
+        safe.pop(name, None)
+    safe["__import__"] = _guarded_import(builtins.__import__, namespace)
+    return safe
+
+
+def main(jobdir: str) -> int:
+    jobdir = os.path.abspath(jobdir)
+    job = torch.load(os.path.join(jobdir, "job.pt"), weights_only=True)
+    scratch = job["scratch"]
+    os.chdir(scratch)
+    torch.set_num_threads(1)
+    sys.stdout = _CappedWriter(sys.__stdout__, OUTPUT_CAP)
+    sys.stderr = _CappedWriter(sys.__stderr__, OUTPUT_CAP)
+    # warm up what the calls need before limits and the audit hook are in place
+    import labtools.data  # noqa: F401
+    import labtools.models  # noqa: F401
+    import torch.utils.data as _data  # noqa: F401
+
+    _limit_resources(int(job.get("memory_bytes", 4 << 30)), int(job.get("cpu_seconds", 600)))
+    _install_audit_hook(scratch, jobdir, list(job.get("deny_read", [])))
+
+    namespace = {"__name__": "submission"}
+    namespace["__builtins__"] = _safe_builtins(namespace)
+    try:
+        code = compile(job["source"], "<submission>", "exec")
+        exec(code, namespace)  # noqa: S102 (the point of the worker)
+        load_error = ""
+    except BaseException as error:
+        load_error = f"the submission's code failed to load: {type(error).__name__}: {str(error)[:300]}"
+    for i, call in enumerate(job["calls"]):
+        if i < int(job.get("start", 0)) or i in set(job.get("skip", [])):
+            continue
+        with open(os.path.join(jobdir, f"started_{i}"), "w"):
+            pass
+        if load_error:
+            result = {"ok": False, "error": load_error, "value": None, "counts": {}}
+        else:
+            _install_audit_hook.tracing_allowed = True
+            result = perform_call(namespace, call, scratch)
+            _install_audit_hook.tracing_allowed = False
+        path = os.path.join(jobdir, f"result_{i}.pt")
+        try:
+            torch.save(result, path + ".tmp")
+        except Exception as error:
+            torch.save({"ok": False, "error": f"the result could not be saved: {type(error).__name__}",
+                        "value": None, "counts": {}}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m labtools.checks.worker <jobdir>", file=sys.__stderr__)
+        sys.exit(2)
+    code = main(sys.argv[1])
+    sys.__stdout__.flush()
+    os._exit(code)
