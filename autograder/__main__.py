@@ -1,0 +1,77 @@
+"""Command line of the instructor side: ``python -m autograder <command> ...``."""
+
+import argparse
+import os
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a reference checkpoint into models/")
+    train.add_argument("name", help="configuration name, e.g. mnist_classifier")
+    train.add_argument("--epochs", type=int, default=None, help="override the configuration's epochs")
+    train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    train.add_argument("--out", default=None, help="output folder (default: models/)")
+
+    demo = commands.add_parser("demo", help="retrieval figures and mAP of the shipped MNIST networks")
+    demo.add_argument("--out", default="out/demo", help="folder for the figures (default: out/demo)")
+
+    release = commands.add_parser("release", help="build the student bundle (folder and zip)")
+    release.add_argument("--out", default="out/release", help="output folder (default: out/release)")
+
+    grade = commands.add_parser("grade", help="grade submissions with nbgrader and the trusted checks")
+    grade.add_argument("lab", help="lab id, e.g. lab1_retrieval")
+    grade.add_argument("submissions", help="folder submitted/<student>/<lab>/ (or its parent), or an LMS zip")
+    grade.add_argument("--out", default="out/grading", help="output folder (default: out/grading)")
+    grade.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel submissions")
+    grade.add_argument("--course", default=None, help="course folder (default: autograder/course)")
+    grade.add_argument("--time-limit", type=float, default=600.0, help="seconds per submission")
+    grade.add_argument("--keep-work", action="store_true", help="keep each submission's course copy in OUT/work")
+
+    check = commands.add_parser("check", help="run public and hidden checks on one notebook (no nbgrader)")
+    check.add_argument("notebook")
+    check.add_argument("--lab", default=None)
+
+    args = parser.parse_args(argv)
+    if args.command == "grade":
+        from pathlib import Path
+
+        from autograder.grading.grade import COURSE, grade as run_grade
+
+        run_grade(args.lab, Path(args.submissions), Path(args.out), jobs=args.jobs,
+                  course=Path(args.course) if args.course else COURSE, time_limit=args.time_limit,
+                  keep_work=args.keep_work)
+        return 0
+    if args.command == "check":
+        from pathlib import Path
+
+        from autograder.grading.trusted import grade_submission
+        from labtools.checks.engine import lab_of
+
+        path = Path(args.notebook)
+        result = grade_submission(path, args.lab or lab_of(path))
+        for c in result["checks"]:
+            print(f"{c['check']:36} {c['points']:g}/{c['max_points']:g}  {c['message']}")
+        return 0
+    if args.command == "train":
+        from autograder.checkpoints import MODELS_DIR, train_checkpoint
+
+        card = train_checkpoint(args.name, epochs=args.epochs, device=args.device, out=args.out or MODELS_DIR)
+        print(card["scores"])
+    elif args.command == "demo":
+        from pathlib import Path
+
+        from autograder.demo import run
+
+        run(Path(args.out))
+    elif args.command == "release":
+        from autograder.release import build
+
+        print(f"student bundle: {build(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""``python -m autograder grade <lab_id> <submissions> [--out DIR] [--jobs N]``.
+
+Each submission is graded in its own temporary copy of the course (so parallel sqlite writes
+never meet): the trusted checks run in the sandboxed engine, then real ``nbgrader autograde``
+(with :class:`RobustExecute` and :class:`TrustedGrades`) and ``nbgrader generate_feedback``. The
+results are merged one by one into ``DIR/gradebook.db`` with nbgrader's Gradebook API, and
+written to ``DIR/grades.csv``, ``DIR/feedback/<student>/`` and ``DIR/histogram.png``.
+
+Grades come from the trusted checks only (the notebook's own outputs never decide a point); the
+notebook is executed for the feedback page. Before nbgrader sees it, its nbgrader metadata is
+repaired (:func:`repair_notebook`: deleted locked cells put back, edited metadata restored) so
+that nbgrader can always process it. A function that timed out in the sandbox gets short cell
+time-outs in the notebook; RobustExecute stops executing after a dead kernel or a time-out.
+Nothing is written into the course folder given with ``--course``: each run works in ``DIR``.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+COURSE = REPO / "autograder" / "course"
+PIPELINE = """
+c.Autograde.autograde_preprocessors = [
+    'autograder.grading.preprocessors.RobustExecute',
+    'nbgrader.preprocessors.IgnorePattern',
+    'nbconvert.preprocessors.ClearMetadataPreprocessor',
+    'nbgrader.preprocessors.LimitOutput',
+    'autograder.grading.preprocessors.TrustedGrades',
+    'nbgrader.preprocessors.SaveAutoGrades',
+    'nbgrader.preprocessors.AssignLatePenalties',
+    'nbgrader.preprocessors.CheckCellMetadata',
+]
+c.Execute.timeout = {timeout}
+c.Execute.interrupt_on_timeout = True
+c.Execute.raise_on_iopub_timeout = False
+c.RobustExecute.total_seconds = {budget}
+c.TrustedGrades.results_file = {results!r}
+"""
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80] or "student"
+
+
+def collect(lab: str, submissions: Path, scratch: Path) -> list[tuple[str, Path, list[str]]]:
+    """``(student, folder with the notebook and its files, notes)`` for each submission."""
+    if submissions.is_file() and zipfile.is_zipfile(submissions):
+        target = scratch / "unzipped"
+        with zipfile.ZipFile(submissions) as archive:
+            for member in archive.infolist():
+                name = Path(member.filename)
+                if member.is_dir() or name.is_absolute() or ".." in name.parts or member.file_size > 500_000_000:
+                    continue
+                out = target / name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        submissions = target
+        roots = [p for p in target.iterdir() if p.is_dir()]
+        loose = [p for p in target.iterdir() if p.is_file()]
+        found = []
+        for folder in roots:
+            found.append(_one(lab, folder.name, folder))
+        by_prefix: dict[str, list[Path]] = {}
+        for f in loose:  # LMS style: <student>_<anything>.<ext>
+            by_prefix.setdefault(f.name.split("_")[0], []).append(f)
+        for student, files in by_prefix.items():
+            folder = scratch / "loose" / _safe_name(student)
+            folder.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                rest = f.name[len(student) + 1:] or f.name
+                shutil.copy(f, folder / (rest if not rest.endswith(".ipynb") else rest))
+            found.append(_one(lab, student, folder))
+        return [f for f in found if f]
+    if (submissions / "submitted").is_dir():
+        submissions = submissions / "submitted"
+    found = []
+    for student_dir in sorted(p for p in submissions.iterdir() if p.is_dir()):
+        folder = student_dir / lab if (student_dir / lab).is_dir() else student_dir
+        item = _one(lab, student_dir.name, folder)
+        if item:
+            found.append(item)
+    return found
+
+
+def _one(lab: str, student: str, folder: Path):
+    notes = []
+    notebooks = sorted(folder.rglob("*.ipynb"))
+    notebooks = [n for n in notebooks if ".ipynb_checkpoints" not in n.parts]
+    exact = [n for n in notebooks if n.name == f"{lab}.ipynb"]
+    if exact:
+        return _safe_name(student), exact[0].parent, notes, exact[0]
+    if len(notebooks) == 1:
+        notes.append(f"the notebook was named {notebooks[0].name}, not {lab}.ipynb: graded anyway")
+        return _safe_name(student), notebooks[0].parent, notes, notebooks[0]
+    notes.append("no notebook found" if not notebooks else f"several notebooks and none named {lab}.ipynb")
+    return _safe_name(student), folder, notes, None
+
+
+def prepare_base(lab: str, course: Path, out: Path) -> Path:
+    """A private course copy with the assignment generated (its gradebook knows the cells)."""
+    base = out / "course"
+    if base.exists():
+        shutil.rmtree(base)
+    base.mkdir(parents=True)
+    shutil.copy(course / "nbgrader_config.py", base / "nbgrader_config.py")
+    shutil.copytree(course / "source" / lab, base / "source" / lab)
+    run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", lab, "--force",
+                          "--CourseDirectory.root=" + str(base)], cwd=base, capture_output=True, text=True,
+                         timeout=600)
+    if run.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    return base
+
+
+def _limit_kernel_memory():
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (12 << 30, 12 << 30))
+    except (ValueError, OSError):
+        pass
+    os.setsid()
+
+
+def grade_one(lab: str, student: str, folder: str, notebook: str | None, notes: list[str], base: str, out: str,
+              time_limit: float, keep_work: bool = False) -> dict:
+    """Grade one submission in its own course copy; never raises."""
+    from autograder.grading.trusted import _unreadable, grade_submission
+
+    started = time.monotonic()
+    out, base = Path(out), Path(base)
+    work = Path(tempfile.mkdtemp(prefix=f"grade-{student}-", dir=out / "work"))
+    course = work / "course"
+    shutil.copytree(base, course, ignore=shutil.ignore_patterns("release"))
+    submitted = course / "submitted" / student / lab
+    if notebook:
+        shutil.copytree(folder, submitted, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+        shutil.copy(notebook, submitted / f"{lab}.ipynb")
+        results = grade_submission(submitted / f"{lab}.ipynb", lab, files=submitted, workroot=work)
+        if not results.get("error"):  # nbgrader gets the notebook with its nbgrader metadata repaired
+            notes = notes + repair_notebook(submitted / f"{lab}.ipynb", base / "release" / lab / f"{lab}.ipynb")
+    else:
+        shutil.copytree(folder, submitted) if Path(folder).is_dir() else submitted.mkdir(parents=True)
+        results = _unreadable(lab, submitted, notes[-1] if notes else "no notebook")
+    results["notes"] = notes + results.get("notes", [])
+    results_path = work / "trusted.json"
+    results_path.write_text(json.dumps(results))
+    left = max(30.0, time_limit - (time.monotonic() - started))
+    # a function that timed out in the sandbox hangs the notebook as well: short cell time-outs then
+    hung = any("timed out" in c["message"] for c in results["checks"])
+    with open(course / "nbgrader_config.py", "a") as config:
+        config.write(PIPELINE.format(timeout=10 if hung else int(min(120, max(15, time_limit / 4))), budget=max(20, int(left * 0.7)),
+                                     results=str(results_path)))
+    log = []
+    env = {**os.environ, "LABTOOLS_FAST": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    if notebook:
+        command = [sys.executable, "-m", "autograder.grading.nbrun", lab, student]  # autograde + generate_feedback
+        try:
+            run = subprocess.run(command, cwd=course, capture_output=True, text=True, timeout=left, env=env,
+                                 preexec_fn=_limit_kernel_memory, stdin=subprocess.DEVNULL)
+            log.append(f"$ {' '.join(command[1:])} -> {run.returncode}\n{run.stderr[-4000:]}")
+        except subprocess.TimeoutExpired:
+            log.append(f"$ {' '.join(command[1:])} -> time limit {left:.0f} s")
+    feedback = out / "feedback" / student
+    feedback.mkdir(parents=True, exist_ok=True)
+    produced = list((course / "feedback" / student / lab).glob("*.html"))
+    for page in produced:
+        shutil.copy(page, feedback / page.name)
+    if not produced:
+        (feedback / f"{lab}.html").write_text(_plain_feedback(student, lab, results))
+    (work / "nbgrader.log").write_text("\n".join(log))
+    if not keep_work:
+        shutil.rmtree(course, ignore_errors=True)
+    results.update(student=student, seconds=time.monotonic() - started, work=str(work))
+    return results
+
+
+def repair_notebook(path: Path, release: Path) -> list[str]:
+    """Put back the nbgrader metadata of ``path`` as released, so that nbgrader can process it.
+
+    Cells whose grade_id the release does not know (or a second cell with the same id) lose their
+    nbgrader metadata; cells with a known grade_id get the released metadata back; released grade
+    and locked cells missing from the submission are put back after their predecessor. The trusted
+    checks have already read the notebook as submitted. Returns notes for the student.
+    """
+    import nbformat
+
+    notes: list[str] = []
+    try:
+        nb = nbformat.read(path, as_version=4)
+        released = nbformat.read(release, as_version=4)
+    except Exception as error:  # nbgrader will report it
+        return [f"the notebook could not be repaired for nbgrader: {type(error).__name__}"]
+    known = {}
+    order = []
+    for cell in released.cells:
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if meta and meta.get("grade_id"):
+            known[meta["grade_id"]] = cell
+            order.append(meta["grade_id"])
+    seen = set()
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if meta is None:
+            continue
+        grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+        if grade_id not in known or grade_id in seen or known[grade_id].cell_type != cell.cell_type:
+            del cell.metadata["nbgrader"]
+            notes.append(f"a {cell.cell_type} cell had unknown or duplicate nbgrader metadata ({grade_id!r}): ignored")
+            continue
+        seen.add(grade_id)
+        if meta != known[grade_id].metadata["nbgrader"]:
+            cell.metadata["nbgrader"] = json.loads(json.dumps(known[grade_id].metadata["nbgrader"]))
+            notes.append(f"the nbgrader metadata of cell {grade_id} had been edited: restored")
+    for k, grade_id in enumerate(order):
+        original = known[grade_id]
+        meta = original.metadata["nbgrader"]
+        if grade_id in seen or not (meta.get("grade") or meta.get("locked")):
+            continue
+        position = 0
+        for previous in reversed(order[:k]):
+            hit = [i for i, c in enumerate(nb.cells) if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == previous]
+            if hit:
+                position = hit[0] + 1
+                break
+        nb.cells.insert(position, json.loads(json.dumps(original), object_hook=nbformat.NotebookNode))
+        seen.add(grade_id)
+        notes.append(f"the locked cell {grade_id} was missing from the notebook: restored")
+    if not notes:
+        return notes
+    nb.nbformat_minor = max(nb.get("nbformat_minor", 4), 5)
+    for cell in nb.cells:  # fresh unique cell ids (a restored cell would repeat one)
+        cell["id"] = nbformat.corpus.words.generate_corpus_id()
+    try:
+        nbformat.write(nb, path)
+    except Exception as error:
+        notes.append(f"the repaired notebook could not be written: {type(error).__name__}")
+    return notes
+
+
+def _plain_feedback(student: str, lab: str, results: dict) -> str:
+    rows = "".join(f"<tr><td>{html.escape(c['check'])}</td><td>{c['points']:g}/{c['max_points']:g}</td>"
+                   f"<td>{html.escape(c['message'])}</td></tr>" for c in results["checks"])
+    notes = "".join(f"<p>{html.escape(n)}</p>" for n in results.get("notes", []))
+    return (f"<html><body><h1>{html.escape(lab)}: {html.escape(student)}</h1>{notes}"
+            f"<table><tr><th>check</th><th>points</th><th>message</th></tr>{rows}</table></body></html>")
+
+
+def merge(gradebook: Path, lab: str, base: Path, results: dict) -> None:
+    """Write one student's trusted cell grades into the main gradebook (sequentially).
+
+    nbgrader's own ``add_submission`` emits SQLAlchemy "not in session" warnings (objects built
+    before ``db.add``); they are harmless and silenced here.
+    """
+    import warnings
+
+    from nbgrader.api import Gradebook
+    from sqlalchemy.exc import SAWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SAWarning)
+        with Gradebook(f"sqlite:///{gradebook}", "metric-lab") as gb:
+            gb.update_or_create_student(results["student"])
+            submission = gb.update_or_create_submission(lab, results["student"])
+            for notebook in submission.notebooks:
+                for grade in notebook.grades:
+                    cell = results["cells"].get(grade.name)
+                    if cell is not None:
+                        grade.auto_score = min(float(cell["points"]), float(grade.max_score))
+                        grade.needs_manual_grade = False
+            gb.db.commit()
+
+
+def _init_gradebook(gradebook: Path, base: Path) -> None:
+    if not gradebook.exists():
+        shutil.copy(base / "gradebook.db", gradebook)
+
+
+def histogram(totals: list[float], maximum: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(totals, bins=max(5, min(20, len(totals))), range=(0, maximum), color="tab:blue")
+    ax.set_xlabel(f"points (of {maximum:g})")
+    ax.set_ylabel("students")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = COURSE,
+          time_limit: float = 600.0, keep_work: bool = False) -> list[dict]:
+    from labtools.checks.registry import TEST_CELL_POINTS
+
+    if lab not in TEST_CELL_POINTS:
+        raise SystemExit(f"unknown lab {lab!r}")
+    if not (course / "source" / lab / f"{lab}.ipynb").is_file():
+        raise SystemExit(f"no source notebook {course / 'source' / lab / (lab + '.ipynb')}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "work").mkdir(exist_ok=True)
+    base = prepare_base(lab, course, out)
+    items = collect(lab, submissions, Path(tempfile.mkdtemp(prefix="collect-", dir=out / "work")))
+    gradebook = out / "gradebook.db"
+    _init_gradebook(gradebook, base)
+    results: list[dict] = []
+    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(grade_one, lab, s, str(f), str(nb) if nb else None, notes, str(base), str(out),
+                               time_limit, keep_work): s for s, f, notes, nb in items}
+        for future in as_completed(futures):
+            student = futures[future]
+            try:
+                result = future.result()
+            except Exception as error:  # the grader's own failure for this student
+                from autograder.grading.trusted import _unreadable
+
+                result = _unreadable(lab, Path("/nonexistent"), f"grader error: {type(error).__name__}: {error}")
+                result.update(student=student, seconds=0.0)
+            merge(gradebook, lab, base, result)
+            results.append(result)
+    results.sort(key=lambda r: r["student"])
+    maximum = sum(TEST_CELL_POINTS[lab].values())
+    with open(out / "grades.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["student", "lab", "check", "points", "max_points", "message"])
+        for r in results:
+            for c in r["checks"]:
+                writer.writerow([r["student"], lab, c["check"], f"{c['points']:g}", f"{c['max_points']:g}", c["message"]])
+            total = sum(c["points"] for c in r["checks"])
+            writer.writerow([r["student"], lab, "TOTAL", f"{total:g}", f"{maximum:g}", "; ".join(r.get("notes", []))])
+    totals = [sum(c["points"] for c in r["checks"]) for r in results]
+    histogram(totals, maximum, out / "histogram.png")
+    print(f"{'student':24} {'points':>8}  seconds")
+    for r, total in zip(results, totals):
+        print(f"{r['student'][:24]:24} {total:8.2f}  {r.get('seconds', 0):.1f}")
+    print(f"{len(results)} submission(s) of {lab} graded; results in {out}")
+    return results

@@ -1,0 +1,277 @@
+"""Hidden checks: the student's functions against :mod:`autograder.reference`, instructor side only.
+
+Fixed inputs come with stored reference outputs (``autograder/reference_outputs/<lab>.pt``,
+written by ``python -m autograder.grading.reference_outputs``); fresh random inputs are drawn at
+grading time and compared with the reference computed here, in the grader's process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from labtools.checks.public import (
+    _failed, _ap_result, _loss_value, _map_result, describe_tensor, expect_tensor, history_losses, synthetic_images,
+    tiny_map_call, train_call, unit_rows,
+)
+from labtools.checks.registry import Call, Check, register
+
+OUTPUTS_DIR = Path(__file__).resolve().parents[1] / "reference_outputs"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+TOL = 1e-4
+MAP_STEPS = ((0.90, 1.0), (0.95, 0.75), (0.98, 0.75))
+
+
+def fixed_inputs() -> dict[str, dict[str, list]]:
+    """The fixed inputs of the hidden checks: ``{function: {"args": [...], "kwargs": {...}}}``."""
+    images, labels = synthetic_images(12, 4, 21)
+    g = torch.Generator().manual_seed(22)
+    return {
+        "distances": {"args": [unit_rows(7, 16, 23), unit_rows(19, 16, 24)], "kwargs": {}},
+        "evaluate_AP": {"args": [torch.rand(31, generator=g), torch.randint(0, 4, (31,), generator=g), 2],
+                        "kwargs": {}},
+        "evaluate_mAP": {"args": [{"__spec__": "convnet", "seed": 25},
+                                  {"__spec__": "dataset", "images": images, "labels": labels}],
+                         "kwargs": {"num_queries": 10}},
+        "triplet_loss": {"args": [unit_rows(24, 16, 26), torch.arange(24) % 5], "kwargs": {"alpha": 0.3,
+                                                                                           "num_anchors": 7}},
+    }
+
+
+def build(spec):
+    """The reference side of an argument spec (see ``labtools.checks.worker.build_arg``)."""
+    from labtools.checks.worker import build_arg
+
+    return build_arg(spec, "/nonexistent")
+
+
+def reference_output(function: str, args, kwargs):
+    from autograder.reference import lab1, lab2
+
+    func = getattr(lab1, function, None) or getattr(lab2, function)
+    return func(*[build(a) for a in args], **{k: build(v) for k, v in kwargs.items()})
+
+
+def load_outputs(lab_id: str) -> dict:
+    path = OUTPUTS_DIR / f"{lab_id}.pt"
+    return torch.load(path, weights_only=True)
+
+
+def _compare(function: str, value, expected, where: str) -> tuple[bool, str]:
+    """Compare a student's output with the reference's; the message says what differs."""
+    if function == "distances":
+        problem = expect_tensor(value, "the distance matrix", list(expected.shape))
+        if problem:
+            return False, f"{where}: {problem}"
+        err = (value.double() - expected.double()).abs().max().item()
+        if err > TOL:
+            return False, f"{where}: distances differ from the reference by up to {err:.2e} (tolerance {TOL:g})"
+        return True, f"{where}: matches the reference (max error {err:.1e}, tolerance {TOL:g})"
+    if function == "evaluate_AP":
+        parts, problem = _ap_result(value, len(expected[1]), "evaluate_AP")
+        if problem:
+            return False, f"{where}: {problem}"
+        for got, want, name in zip(parts, expected, ("ap", "precision", "recall")):
+            err = (got.double() - want.double()).abs().max().item()
+            if err > TOL:
+                return False, f"{where}: {name} differs from the reference by up to {err:.2e} (tolerance {TOL:g})"
+        return True, f"{where}: AP, precision and recall match the reference (tolerance {TOL:g})"
+    if function == "evaluate_mAP":
+        parts, problem = _map_result(value, len(expected[1]) + 1)
+        if problem:
+            return False, f"{where}: {problem}"
+        errs = [abs(parts[0] - float(expected[0]))] + [
+            (g.double() - w.double()).abs().max().item() for g, w in zip(parts[1:], expected[1:])]
+        if max(errs) > TOL:
+            return False, (f"{where}: mAP {parts[0]:.4f} vs reference {float(expected[0]):.4f}, curves off by up to "
+                           f"{max(errs[1:]):.2e} (tolerance {TOL:g})")
+        return True, f"{where}: mAP and PR curve match the reference (tolerance {TOL:g})"
+    if function == "triplet_loss":
+        loss, problem = _loss_value(value, "triplet_loss")
+        if problem:
+            return False, f"{where}: {problem}"
+        want = float(expected)
+        if abs(loss - want) > TOL * max(1.0, abs(want)):
+            return False, f"{where}: loss {loss:.5f} vs reference {want:.5f} (relative tolerance {TOL:g})"
+        return True, f"{where}: matches the reference ({want:.4f}, relative tolerance {TOL:g})"
+    raise ValueError(function)
+
+
+def _random_inputs(function: str, rng: random.Random):
+    seed = rng.randrange(1 << 30)
+    g = torch.Generator().manual_seed(seed)
+    if function == "distances":
+        q, n, d = rng.randint(2, 12), rng.randint(5, 40), rng.choice([8, 16, 32])
+        return [unit_rows(q, d, seed), unit_rows(n, d, seed + 1)], {}
+    if function == "evaluate_AP":
+        n = rng.randint(10, 60)
+        return [torch.rand(n, generator=g), torch.randint(0, 4, (n,), generator=g), rng.randrange(4)], {}
+    if function == "triplet_loss":
+        b = rng.randint(10, 40)
+        return [unit_rows(b, 16, seed), torch.randint(0, 5, (b,), generator=g)], {
+            "alpha": rng.choice([0.2, 0.5, 1.0]), "num_anchors": rng.randint(3, 10)}
+    raise ValueError(function)
+
+
+def _register_value_checks(lab_id: str, function: str, points_fixed: float, points_random: float):
+    def fixed_prepare():
+        stored = load_outputs(lab_id)[function]
+        return [Call(function, stored["args"], stored["kwargs"])], stored["output"]
+
+    def fixed_judge(outcomes, expected, ctx):
+        failure = _failed(outcomes)
+        return (False, failure) if failure else _compare(function, outcomes[0].value, expected, "fixed inputs")
+
+    register(Check(f"{function}.hidden_fixed", lab_id, function, points_fixed,
+                   f"{function} matches the reference on fixed inputs", fixed_prepare, fixed_judge, hidden=True))
+    if not points_random:
+        return
+
+    def random_prepare():
+        rng = random.Random()
+        cases = [_random_inputs(function, rng) for _ in range(3)]
+        calls = [Call(function, args, kwargs) for args, kwargs in cases]
+        return calls, [reference_output(function, args, kwargs) for args, kwargs in cases]
+
+    def random_judge(outcomes, expected, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        for i, (outcome, want) in enumerate(zip(outcomes, expected)):
+            ok, message = _compare(function, outcome.value, want, f"random input {i + 1} of {len(expected)}")
+            if not ok:
+                return False, message
+        return True, f"matches the reference on {len(expected)} random inputs drawn at grading time (tolerance {TOL:g})"
+
+    register(Check(f"{function}.hidden_random", lab_id, function, points_random,
+                   f"{function} matches the reference on random inputs", random_prepare, random_judge, hidden=True))
+
+
+_register_value_checks("lab1_retrieval", "distances", 0.4, 0.4)
+_register_value_checks("lab1_retrieval", "evaluate_AP", 0.4, 0.4)
+_register_value_checks("lab1_retrieval", "evaluate_mAP", 0.3, 0.0)
+_register_value_checks("lab2_triplet", "triplet_loss", 0.5, 0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# MNIST: the shipped classifier through the student's evaluate_mAP, the submitted checkpoint
+
+
+def classifier_path() -> Path:
+    for name in ("mnist_classifier.pt", "mnist_classifier.train.pt"):
+        if (MODELS_DIR / name).is_file():
+            return MODELS_DIR / name
+    raise FileNotFoundError(f"no mnist_classifier.pt in {MODELS_DIR}")
+
+
+@lru_cache(maxsize=1)
+def mnist_test():
+    from labtools.data import fixed_test_set
+
+    return fixed_test_set("MNIST", download=False)
+
+
+@lru_cache(maxsize=16)
+def reference_map(path: str, digest: str) -> float:
+    """mAP of the first 100 queries of the fixed MNIST test set, by the reference evaluator."""
+    from autograder.evaluation import full_ranking_ap
+    from labtools.models import extract_features, load_checkpoint
+
+    net, _ = load_checkpoint(path)
+    images, labels = mnist_test().tensors
+    features = extract_features(net, images, progress=False)
+    return full_ranking_ap(features, labels)[:100].mean().item()
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _classifier_prepare():
+    path = classifier_path()
+    images, labels = mnist_test().tensors
+    call = Call("evaluate_mAP", [{"__spec__": "convnet", "checkpoint": str(path)},
+                                 {"__spec__": "dataset", "images": images, "labels": labels}], {"num_queries": 100})
+    return [call], reference_map(str(path), file_digest(path))
+
+
+def _classifier_judge(outcomes, expected, ctx):
+    failure = _failed(outcomes)
+    if failure:
+        return False, failure
+    parts, problem = _map_result(outcomes[0].value, 1000)
+    if problem:
+        return False, problem
+    if abs(parts[0] - expected) > TOL:
+        return False, (f"the shipped classifier on the fixed MNIST test set: your mAP {parts[0]:.4f}, reference "
+                       f"{expected:.4f} (tolerance {TOL:g})")
+    return True, f"the shipped classifier on the fixed MNIST test set: mAP {parts[0]:.4f} as the reference"
+
+
+register(Check("evaluate_mAP.hidden_classifier", "lab1_retrieval", "evaluate_mAP", 0.5,
+               "mAP of the shipped classifier on the fixed MNIST test set equals the reference's",
+               _classifier_prepare, _classifier_judge, hidden=True))
+
+
+def _train_lowers_prepare():
+    return [train_call()], None
+
+
+def _train_lowers_judge(outcomes, state, ctx):
+    failure = _failed(outcomes)
+    if failure:
+        return False, failure
+    from autograder.reference.lab2 import triplet_loss
+    from labtools.models import load_checkpoint
+
+    try:
+        trained, _ = load_checkpoint(outcomes[0].scratch / "check_triplet.pt")
+    except Exception as error:
+        return False, f"no checkpoint to measure: {error}"
+    initial = build({"__spec__": "convnet", "seed": 0})
+    images, labels = synthetic_images(10, 4, 11)
+    with torch.no_grad():
+        before = triplet_loss(initial.eval().features(images), labels, alpha=0.5, num_anchors=40).item()
+        after = triplet_loss(trained.eval().features(images), labels, alpha=0.5, num_anchors=40).item()
+    if not after < before:
+        return False, f"the reference triplet loss of the trained net did not go down ({before:.3f} -> {after:.3f})"
+    return True, f"the reference triplet loss of the trained net went down ({before:.3f} -> {after:.3f})"
+
+
+register(Check("train_triplets.hidden_lowers_loss", "lab2_triplet", "train_triplets", 0.5,
+               "the checkpoint train_triplets wrote has a lower reference triplet loss than the initial net",
+               _train_lowers_prepare, _train_lowers_judge, hidden=True))
+
+
+def _map_step(threshold: float, points: float):
+    def judge(outcomes, state, ctx):
+        from labtools.models import load_checkpoint
+
+        path = (ctx.files / "triplet_net.pt") if ctx.files else None
+        if path is None or not path.is_file():
+            return False, "no triplet_net.pt was submitted beside the notebook"
+        try:
+            load_checkpoint(path)
+        except Exception as error:
+            return False, f"triplet_net.pt does not load: {error}"
+        value = reference_map(str(path), file_digest(path))
+        verdict = "reaches" if value >= threshold else "is below"
+        return value >= threshold, f"mAP of triplet_net.pt (reference evaluator, 100 queries) {value:.4f} {verdict} {threshold:.2f}"
+
+    register(Check(f"checkpoint.hidden_map_{int(round(threshold * 100))}", "lab2_triplet", "checkpoint", points,
+                   f"mAP of the submitted checkpoint >= {threshold:.2f}", lambda: ([], None), judge, hidden=True,
+                   kind="file"))
+
+
+for _threshold, _points in MAP_STEPS:
+    _map_step(_threshold, _points)
+
+
+def hidden_checks(lab_id: str, function: str | None = None) -> list[Check]:
+    from labtools.checks.registry import checks_for
+
+    return checks_for(lab_id, function, hidden=True)

@@ -1,0 +1,130 @@
+"""nbgrader preprocessors of the trusted grading pipeline.
+
+``RobustExecute`` runs the notebook like nbgrader's Execute but survives a dead kernel or a cell
+timeout (the notebook keeps what ran). ``TrustedGrades`` (after Execute, before SaveAutoGrades)
+replaces each ``test_*`` cell's outputs with the trusted check messages (a stdout stream) and the
+earned points (an execute_result: nbgrader's partial-credit convention), so nothing the student's
+kernel printed or raised decides a grade, and strips hidden-test regions from every cell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from nbformat.notebooknode import NotebookNode
+from nbformat.v4 import new_code_cell, new_output
+from traitlets import Float, Unicode
+
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+
+HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.S | re.M)
+RESULTS_ENV = "METRIC_LAB_TRUSTED_RESULTS"
+
+
+class RobustExecute(Execute):
+    """Execute that keeps going when the kernel dies or a cell times out.
+
+    After a dead kernel, a cell time-out or ``total_seconds`` of execution, the remaining code
+    cells are not run: each gets a ``[grader]`` note instead, and the notebook keeps what ran.
+    """
+
+    total_seconds = Float(300.0, help="execution budget of the whole notebook").tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: dict, *args, **kwargs):
+        self._stopped = ""
+        self._started = time.monotonic()
+        try:
+            return super().preprocess(nb, resources, *args, **kwargs)
+        except Exception as error:  # DeadKernelError, UnresponsiveKernelError, a failed kernel start...
+            self.log.warning("execution stopped: %s: %s", type(error).__name__, error)
+            if not self._stopped:
+                self._stopped = f"{type(error).__name__}: {str(error)[:300]}"
+                for cell in nb.cells:
+                    if cell.cell_type == "code" and not cell.get("outputs"):
+                        cell.outputs = [self._note()]
+            try:
+                if getattr(self, "km", None) is not None:
+                    self.km.shutdown_kernel(now=True)
+            except Exception:
+                pass
+            return nb, resources
+
+    def _note(self):
+        return new_output("stream", name="stdout", text=f"[grader] not run: execution stopped earlier ({self._stopped})\n")
+
+    def preprocess_cell(self, cell, resources, index):
+        if self._stopped:
+            if cell.cell_type == "code":
+                cell.outputs = [self._note()]
+            return cell, resources
+        try:
+            cell, resources = super().preprocess_cell(cell, resources, index)
+        except Exception as error:
+            self._stopped = f"the kernel stopped in this cell: {type(error).__name__}: {str(error)[:200]}"
+            cell.outputs = list(cell.get("outputs", [])) + [
+                new_output("stream", name="stdout", text=f"[grader] {self._stopped}\n")]
+            return cell, resources
+        if cell.cell_type == "code" and any(o.get("output_type") == "error" and o.get("ename") == "CellTimeoutError"
+                                            for o in cell.get("outputs", [])):
+            self._stopped = f"a cell ran longer than {self.timeout} s"
+        elif time.monotonic() - self._started > self.total_seconds:
+            self._stopped = f"the notebook ran longer than {self.total_seconds:g} s"
+        return cell, resources
+
+
+def strip_hidden(source: str) -> str:
+    return HIDDEN.sub("", source)
+
+
+class TrustedGrades(NbGraderPreprocessor):
+    """Outputs of the test cells from the trusted checks (``results_file``, JSON)."""
+
+    results_file = Unicode("", help="JSON of trusted results by test cell grade_id").tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: dict):
+        path = self.results_file or os.environ.get(RESULTS_ENV, "")
+        if path and Path(path).is_file():
+            results = json.loads(Path(path).read_text())
+        else:
+            results = self._compute(nb, resources)
+        cells = results.get("cells", {})
+        present = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nb.cells}
+        for grade_id, entry in cells.items():  # a deleted locked test cell comes back, with its trusted result
+            if grade_id in present:
+                continue
+            function = grade_id[len("test_"):]
+            where = next((i + 1 for i, c in enumerate(nb.cells)
+                          if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == function), len(nb.cells))
+            restored = new_code_cell(
+                "# [grader] this locked test cell was missing from the submission; the grader restored it\n",
+                metadata={"nbgrader": {"grade": True, "grade_id": grade_id, "locked": True, "solution": False,
+                                       "task": False, "points": entry["max_points"], "schema_version": 3}})
+            nb.cells.insert(where, restored)
+        for cell in nb.cells:
+            cell.source = strip_hidden(cell.source) if isinstance(cell.source, str) else cell.source
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            grade_id = meta.get("grade_id", "")
+            if cell.cell_type != "code" or not meta.get("grade") or not grade_id.startswith("test_"):
+                continue
+            entry = cells.get(grade_id)
+            if entry is None:
+                cell.outputs = [new_output("stream", name="stdout", text="[grader] no trusted result for this cell\n"),
+                                new_output("execute_result", data={"text/plain": "0.0"}, execution_count=1)]
+                continue
+            earned = min(float(entry["points"]), float(meta.get("points", entry["max_points"])))
+            cell.outputs = [
+                new_output("stream", name="stdout", text="\n".join(entry["lines"]) + "\n"),
+                new_output("execute_result", data={"text/plain": repr(round(earned, 6))}, execution_count=1),
+            ]
+        return nb, resources
+
+    def _compute(self, nb, resources):
+        from autograder.grading.trusted import grade_notebook_dict
+
+        lab = resources.get("nbgrader", {}).get("assignment") or nb.metadata.get("lab_id", "")
+        files = Path(resources.get("metadata", {}).get("path", "."))
+        return grade_notebook_dict(json.loads(json.dumps(nb)), lab, files)

@@ -1,0 +1,41 @@
+"""``python -m autograder.grading.reference_outputs``: write the stored outputs of the hidden checks.
+
+For every fixed input of :func:`autograder.grading.hidden.fixed_inputs`, the output of
+:mod:`autograder.reference` is saved with the input in ``autograder/reference_outputs/<lab>.pt``
+(plain data, ``weights_only``-loadable). ``tests/test_grading_reference_outputs.py`` checks that
+the stored outputs still match the reference module.
+"""
+
+import sys
+
+import torch
+
+from autograder.grading.hidden import OUTPUTS_DIR, fixed_inputs, reference_output
+
+LABS = {"lab1_retrieval": ("distances", "evaluate_AP", "evaluate_mAP"), "lab2_triplet": ("triplet_loss",)}
+
+
+def plain(output):
+    if isinstance(output, tuple):
+        return [plain(o) for o in output]
+    if isinstance(output, torch.Tensor):
+        return output.detach().cpu().clone()
+    return output
+
+
+def compute() -> dict[str, dict]:
+    inputs = fixed_inputs()
+    return {lab: {f: {**inputs[f], "output": plain(reference_output(f, inputs[f]["args"], inputs[f]["kwargs"]))}
+                  for f in functions} for lab, functions in LABS.items()}
+
+
+def main() -> int:
+    OUTPUTS_DIR.mkdir(parents=True, exist_ok=True)
+    for lab, record in compute().items():
+        torch.save(record, OUTPUTS_DIR / f"{lab}.pt")
+        print(f"wrote {OUTPUTS_DIR / (lab + '.pt')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
