@@ -1,0 +1,118 @@
+"""Build sample submissions for the tests: the reference's code (or a snippet) put into a notebook.
+
+Nothing here is a copy of a solution: :func:`reference_code` reads the functions of
+``autograder.reference`` at test time, and the mistaken or hostile versions are small snippets
+(``lab1/*.py``, ``lab2/*.py``) whose functions replace the reference's. When the released notebook
+``notebooks/<lab>.ipynb`` exists its cells are used; otherwise a fixture notebook with the same
+nbgrader metadata is built (:func:`source_notebook`).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+POINTS = {
+    "lab1_retrieval": {"distances": 1.5, "evaluate_AP": 1.5, "evaluate_mAP": 1.0},
+    "lab2_triplet": {"triplet_loss": 2.0, "train_triplets": 1.0, "checkpoint": 3.0},
+}
+UNGRADED = {"lab1_retrieval": (), "lab2_triplet": ("distances", "evaluate_AP", "evaluate_mAP")}
+HEADER = "import torch\nfrom labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint\n"
+
+
+def reference_code() -> dict[str, str]:
+    from autograder.reference import lab1, lab2
+
+    code = {f.__name__: inspect.getsource(f) for f in (lab1.distances, lab1.evaluate_AP, lab1.evaluate_mAP,
+                                                         lab2.triplet_loss)}
+    code["train_triplets"] = (HERE / "student_train_triplets.py").read_text()
+    return code
+
+
+def snippet_functions(path: Path) -> dict[str, str]:
+    """The top-level functions of a snippet file by name (with the snippet's imports in front)."""
+    text = path.read_text()
+    tree = ast.parse(text)
+    imports = "".join(ast.get_source_segment(text, n) + "\n" for n in tree.body
+                      if isinstance(n, (ast.Import, ast.ImportFrom)))
+    return {n.name: imports + ast.get_source_segment(text, n) + "\n" for n in tree.body
+            if isinstance(n, ast.FunctionDef)}
+
+
+def _meta(grade_id, *, grade, solution, locked, points=None):
+    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution,
+            "task": False}
+    if points is not None:
+        meta["points"] = points
+    return {"nbgrader": meta}
+
+
+def source_notebook(lab: str) -> nbformat.NotebookNode:
+    """A fixture source notebook (solutions between BEGIN/END SOLUTION) with the course's metadata."""
+    code = reference_code()
+    cells = [new_markdown_cell(f"# {lab} (test fixture)"),
+             new_code_cell(HEADER, metadata=_meta("imports", grade=False, solution=False, locked=True))]
+    for name in UNGRADED[lab]:
+        cells.append(new_code_cell(f"### BEGIN SOLUTION\n{code[name]}### END SOLUTION\n",
+                                   metadata=_meta(name, grade=False, solution=True, locked=False)))
+    for name, points in POINTS[lab].items():
+        if name != "checkpoint":
+            cells.append(new_code_cell(f"### BEGIN SOLUTION\n{code[name]}### END SOLUTION\n",
+                                       metadata=_meta(name, grade=False, solution=True, locked=False)))
+            call = f'run_public_checks("{lab}", "{name}", {name})'
+        else:
+            call = f'run_public_checks("{lab}", "checkpoint", "triplet_net.pt")'
+        cells.append(new_code_cell(f"from labtools.checks import run_public_checks\n{call}\n",
+                                   metadata=_meta(f"test_{name}", grade=True, solution=False, locked=True,
+                                                  points=points)))
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def make_course(root: Path, labs=("lab1_retrieval", "lab2_triplet")) -> Path:
+    """A course folder: the repo's nbgrader_config.py and the source notebooks (the repo's when they
+    exist, else fixtures)."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "autograder" / "course" / "nbgrader_config.py", root / "nbgrader_config.py")
+    for lab in labs:
+        target = root / "source" / lab / f"{lab}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        repo_source = REPO / "autograder" / "course" / "source" / lab / f"{lab}.ipynb"
+        if repo_source.is_file():
+            shutil.copy(repo_source, target)
+        else:
+            nbformat.write(source_notebook(lab), target)
+    return root
+
+
+def student_notebook(lab: str, replace: dict[str, str] | None = None, course: Path | None = None):
+    """A submission: the source notebook with each solution cell holding the reference's code, or the
+    code of ``replace`` for the functions it names."""
+    course_nb = (course / "source" / lab / f"{lab}.ipynb") if course else None
+    nb = nbformat.read(course_nb, as_version=4) if course_nb and course_nb.is_file() else source_notebook(lab)
+    code = {**reference_code(), **(replace or {})}
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        name = meta.get("grade_id")
+        if cell.cell_type == "code" and meta.get("solution") and name in code:
+            cell.source = code[name]
+    return nb
+
+
+def write_submission(folder: Path, lab: str, replace=None, course=None, checkpoint: Path | None = None,
+                     name: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (name or f"{lab}.ipynb")
+    nbformat.write(student_notebook(lab, replace, course), path)
+    if checkpoint is not None:
+        shutil.copy(checkpoint, folder / "triplet_net.pt")
+    return path

@@ -1,0 +1,3 @@
+def distances(query, items):
+    while 1 > 0:
+        pass

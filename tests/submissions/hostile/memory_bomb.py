@@ -1,0 +1,4 @@
+import torch
+def distances(query, items):
+    hog = torch.ones(1 << 36)
+    return hog

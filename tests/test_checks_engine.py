@@ -1,0 +1,163 @@
+"""The check engine: extraction, the static rules, public checks in-process and in the sandbox."""
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "submissions"))
+import build  # noqa: E402
+
+from labtools.checks import (  # noqa: E402
+    TEST_CELL_POINTS, SubmissionError, checks_for, extract_submission, loop_violations, policy_violations,
+    run_public_checks,
+)
+
+SNIPPETS = Path(__file__).parent / "submissions"
+
+
+def test_points_of_each_test_cell_add_up():
+    import autograder.grading.hidden  # noqa: F401
+
+    for lab, cells in TEST_CELL_POINTS.items():
+        for function, points in cells.items():
+            total = sum(c.points for c in checks_for(lab, function))
+            assert total == pytest.approx(points), (lab, function, total)
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"not json", "not valid JSON"), (b'{"a": 1}', "not a Jupyter notebook"),
+    (b'{"nbformat": 3, "worksheets": []}', "version"), (b'{"nbformat": 4, "cells": []}', "no cells"),
+])
+def test_unreadable_notebooks_say_why(tmp_path, content, words):
+    path = tmp_path / "lab1_retrieval.ipynb"
+    path.write_bytes(content)
+    with pytest.raises(SubmissionError, match=words):
+        extract_submission(path, "lab1_retrieval")
+
+
+def test_extraction_keeps_definitions_only_and_survives_lost_metadata(tmp_path):
+    nb = build.student_notebook("lab1_retrieval")
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "distances":
+            cell.metadata = {}
+            cell.source += "\nwhile True:\n    pass\ntrain(net)\nX = 3\n"
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    source = extract_submission(path, "lab1_retrieval")
+    assert "def distances" in source and "while True" not in source and "train(net)" not in source
+    assert "X = 3" in source and "import torch" in source
+
+
+def test_static_rules():
+    assert policy_violations("import sklearn.metrics\n")
+    assert policy_violations("def f():\n    import sys\n")
+    assert policy_violations("def f():\n    return eval('1')\n")
+    assert not policy_violations("import os.path\ndef f(p):\n    return os.path.exists(p)\n")
+    src = "def g(x):\n    return [y for y in x]\ndef f(x):\n    return g(x)\n"
+    assert any("helper g" in p for p in loop_violations(src, "f"))
+    assert loop_violations("def f(x):\n    return f(x)\n", "f")
+    assert not loop_violations("def f(x):\n    for a in x:\n        pass\n", "f", allowed_for=1)
+
+
+def test_public_checks_in_process_pass_for_the_reference(capsys):
+    from autograder.reference.lab1 import distances, evaluate_AP, evaluate_mAP
+
+    for f in (distances, evaluate_AP, evaluate_mAP):
+        run_public_checks("lab1_retrieval", f.__name__, f)
+    assert "PASS" in capsys.readouterr().out
+
+
+def test_public_checks_in_process_report_mistakes():
+    namespace = {}
+    exec(compile((SNIPPETS / "mistakes" / "distances_loop.py").read_text(), "<cell>", "exec"), namespace)
+    with pytest.raises(AssertionError, match="distances.vectorized"):
+        run_public_checks("lab1_retrieval", "distances", namespace["distances"])
+
+
+def _grade(tmp_path, lab, replace):
+    from autograder.grading.trusted import grade_submission
+
+    path = build.write_submission(tmp_path / "s", lab, replace=replace)
+    result = grade_submission(path, lab, workroot=tmp_path)
+    return {c["check"]: c for c in result["checks"]}
+
+
+def _snippet(kind, name):
+    return build.snippet_functions(SNIPPETS / kind / f"{name}.py")
+
+
+@pytest.mark.parametrize("kind, name, failing", [
+    ("mistakes", "ap_off_by_one", {"evaluate_AP.perfect_ranking", "evaluate_AP.hand_example",
+                                   "evaluate_AP.hidden_fixed", "evaluate_AP.hidden_random"}),
+    ("mistakes", "distances_loop", {"distances.vectorized"}),
+    ("hostile", "infinite_loop", {"distances."}),
+    ("hostile", "memory_bomb", {"distances."}),
+    ("hostile", "exits", {"distances.", "evaluate_AP."}),
+    # NaN / wrong-shape values lose every value check, but the functions are loop-free: the
+    # "vectorized" checks (structure only) keep their points.
+    ("hostile", "nan", {"distances.shape_dtype", "distances.identical_opposite", "distances.symmetric",
+                        "distances.hidden_fixed", "distances.hidden_random", "evaluate_AP.perfect_ranking",
+                        "evaluate_AP.hand_example", "evaluate_AP.range", "evaluate_AP.hidden_fixed",
+                        "evaluate_AP.hidden_random"}),
+    ("hostile", "reads_reference", {"distances."}),
+    ("hostile", "writes_course", {"distances."}),
+    ("hostile", "flood", set()),
+])
+def test_sandboxed_grading_of_mistakes_and_hostile_code(tmp_path, kind, name, failing):
+    checks = _grade(tmp_path, "lab1_retrieval", _snippet(kind, name))
+    lost = {cid for cid, c in checks.items() if c["points"] < c["max_points"]}
+    lost.discard("evaluate_mAP.hidden_classifier")  # needs MNIST; covered separately
+    expected = {cid for cid in checks if any(cid == f or (f.endswith(".") and cid.startswith(f)) for f in failing)}
+    affected = {cid for cid in lost if cid.startswith("evaluate_mAP.")}  # evaluate_mAP calls the others
+    assert lost - affected == expected, (lost, expected)
+    assert not (REPO_COURSE / "pwned.pt").exists()
+
+
+REPO_COURSE = Path(__file__).resolve().parents[1] / "autograder" / "course"
+
+
+def test_rule_violation_costs_only_the_function_and_its_callers():
+    from labtools.checks.submission import scoped_violations
+
+    src = ("import torch\nimport subprocess\n"
+           "def distances(q, x):\n    return (2 - 2 * q @ x.T).clamp_min(0)\n"
+           "def evaluate_AP(d, l, q):\n    subprocess.run(['true'])\n    return d\n"
+           "def evaluate_mAP(net, ds, num_queries=100):\n    return evaluate_AP(1, 2, 3)\n")
+    refused, clean = scoped_violations(src)
+    assert set(refused) == {"subprocess", "evaluate_AP", "evaluate_mAP"}
+    assert "import subprocess" not in clean and "def distances" in clean
+
+
+def test_violation_in_one_function_keeps_the_other_checks(tmp_path):
+    code = build.reference_code()["evaluate_AP"]
+    head, _, body = code.partition("):\n")
+    replace = {"evaluate_AP": head + "):\n    eval('1')\n" + body}
+    checks = _grade(tmp_path, "lab1_retrieval", replace)
+    lost = {cid for cid, c in checks.items() if c["points"] < c["max_points"]}
+    assert {cid for cid in lost if cid.startswith("evaluate_AP.")} == {c for c in checks if c.startswith("evaluate_AP.")}
+    assert all(cid.startswith(("evaluate_AP.", "evaluate_mAP.")) for cid in lost), lost
+    assert "breaks the rules" in checks["evaluate_AP.hidden_fixed"]["message"]
+
+
+@pytest.mark.parametrize("lab, name, function", [
+    ("lab2_triplet", "hinge_sign", "triplet_loss"),
+    ("lab1_retrieval", "map_query_included", "evaluate_mAP"),
+    ("lab2_triplet", "map_query_included", None),  # evaluate_mAP is not graded in Lab 2
+])
+def test_more_mistakes_lose_exactly_their_function_checks(tmp_path, lab, name, function):
+    from autograder.grading.trusted import grade_submission
+
+    path = build.write_submission(tmp_path / "s", lab, replace=_snippet("mistakes", name))
+    result = grade_submission(path, lab, workroot=tmp_path)
+    lost = {c["check"] for c in result["checks"] if c["points"] < c["max_points"]}
+    lost -= {c["check"] for c in result["checks"] if c["function"] == "checkpoint"}  # no triplet_net.pt here
+    lost.discard("evaluate_mAP.hidden_classifier") if function is None else None
+    if function is None:
+        assert not lost, lost
+    else:  # the function's checks, and those of its callers (train_triplets trains with triplet_loss)
+        callers = {"triplet_loss": ("train_triplets.",), "evaluate_mAP": ()}[function]
+        assert lost and all(c.startswith((function + ".",) + callers) for c in lost), lost
+        assert any(c.startswith(function + ".hidden") for c in lost), lost

@@ -1,0 +1,311 @@
+"""End to end: ``python -m autograder grade`` (a subprocess) on sample submissions built at test time.
+
+One grade run per lab grades every sample student (the solution, the typical mistakes and the
+hostile suite at notebook level), so the whole file costs two runs. Each student's expected
+result is the set of checks it loses; the run must exit 0 and write grades.csv, the feedback
+pages, the gradebook (consistent with grades.csv) and the histogram. Skipped without MNIST.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell
+
+sys.path.insert(0, str(Path(__file__).parent / "submissions"))
+import build  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+COURSE = REPO / "autograder" / "course"
+SNIPPETS = Path(__file__).parent / "submissions"
+
+
+def _mnist_available() -> bool:
+    try:
+        from labtools.data import fixed_test_set
+
+        fixed_test_set("MNIST", download=False)
+        return True
+    except Exception:
+        return False
+
+
+pytestmark = [
+    pytest.mark.skipif(not _mnist_available(), reason="no MNIST under LABTOOLS_DATA (set it to the datasets root)"),
+    pytest.mark.skipif(not (COURSE / "source" / "lab1_retrieval" / "lab1_retrieval.ipynb").is_file(),
+                       reason="no source notebooks in autograder/course/source"),
+]
+
+
+def snippet(kind: str, name: str) -> dict[str, str]:
+    return build.snippet_functions(SNIPPETS / kind / f"{name}.py")
+
+
+def notebook(lab: str, replace=None):
+    return build.student_notebook(lab, replace, course=COURSE)
+
+
+def _index(nb, grade_id: str) -> int:
+    return next(i for i, c in enumerate(nb.cells) if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def with_cell(nb, code: str, before: str):
+    """``nb`` with a plain code cell holding ``code`` inserted before the cell ``before``."""
+    nb.cells.insert(_index(nb, before), new_code_cell(code))
+    return nb
+
+
+def write(root: Path, student: str, nb, name: str | None = None, lab: str = "lab1_retrieval") -> Path:
+    folder = root / student
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (name or f"{lab}.ipynb")
+    nbformat.write(nb, path)
+    return folder
+
+
+def run_grade(lab: str, submissions: Path, out: Path, time_limit: int = 100) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "autograder", "grade", lab, str(submissions), "--out", str(out),
+                           "--jobs", "2", "--time-limit", str(time_limit)], cwd=out.parent, env=env,
+                          capture_output=True, text=True, timeout=1200)
+
+
+def read_grades(out: Path) -> dict[str, dict[str, dict]]:
+    rows: dict[str, dict[str, dict]] = {}
+    with open(out / "grades.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows.setdefault(row["student"], {})[row["check"]] = row
+    return rows
+
+
+def lost(checks: dict[str, dict]) -> set[str]:
+    return {cid for cid, row in checks.items() if cid != "TOTAL" and float(row["points"]) < float(row["max_points"])}
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 1
+
+DIST = {f"distances.{c}" for c in ("shape_dtype", "identical_opposite", "symmetric", "vectorized", "hidden_fixed",
+                                    "hidden_random")}
+AP_VALUES = {f"evaluate_AP.{c}" for c in ("perfect_ranking", "hand_example", "hidden_fixed", "hidden_random")}
+AP = AP_VALUES | {"evaluate_AP.range", "evaluate_AP.vectorized"}
+MAP = {"evaluate_mAP.shapes", "evaluate_mAP.hidden_fixed", "evaluate_mAP.hidden_classifier"}
+ALL1 = DIST | AP | MAP
+
+
+def lab1_students(root: Path) -> dict[str, tuple]:
+    """student -> (exactly lost, may also lose, a word of some lost check's message)."""
+    off = snippet("mistakes", "ap_off_by_one")
+    cases = {}
+
+    def add(student, nb, exact, maybe=frozenset(), word="", name=None):
+        write(root, student, nb, name=name)
+        cases[student] = (set(exact), set(maybe), word)
+
+    add("solution", notebook("lab1_retrieval"), set())
+    add("ap_off_by_one", notebook("lab1_retrieval", off), AP_VALUES | MAP, word="should have AP 1")
+    add("distances_loop", notebook("lab1_retrieval", snippet("mistakes", "distances_loop")), {"distances.vectorized"},
+        MAP, word="loop")
+    add("map_query_included", notebook("lab1_retrieval", snippet("mistakes", "map_query_included")),
+        {"evaluate_mAP.hidden_fixed", "evaluate_mAP.hidden_classifier"}, MAP)
+    add("loop_in_function", notebook("lab1_retrieval", snippet("hostile", "infinite_loop")), DIST | MAP,
+        word="timed out")
+    add("memory_bomb_in_function", notebook("lab1_retrieval", snippet("hostile", "memory_bomb")), DIST | MAP)
+    add("nan_and_wrong_shape", notebook("lab1_retrieval", snippet("hostile", "nan")),
+        (DIST | AP) - {"distances.vectorized", "evaluate_AP.vectorized"}, MAP)
+    add("exits_in_function", notebook("lab1_retrieval", snippet("hostile", "exits")),
+        (DIST | AP) - {"distances.vectorized", "evaluate_AP.vectorized"}, MAP | {"distances.vectorized",
+                                                                                "evaluate_AP.vectorized"})
+    add("flood_in_function", notebook("lab1_retrieval", snippet("hostile", "flood")), set())
+    # a rule violation costs the function and its callers, not the whole submission
+    code = build.reference_code()["distances"]
+    head, _, body = code.partition("):\n")
+    add("violation_in_distances", notebook("lab1_retrieval", {"distances": head + "):\n    eval('1')\n" + body}),
+        DIST - {"distances.vectorized"}, MAP | {"distances.vectorized"}, word="breaks the rules")
+    # hostile cells of the notebook: they never reach the trusted checks
+    add("cell_os_exit", with_cell(notebook("lab1_retrieval"), "import os\nos._exit(1)", "test_distances"), set())
+    add("cell_kills_kernel", with_cell(notebook("lab1_retrieval"),
+                                       "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "test_evaluate_AP"),
+        set())
+    add("cell_infinite_loop", with_cell(notebook("lab1_retrieval"), "while True:\n    pass", "test_evaluate_mAP"),
+        set())
+    # sys.exit, a memory bomb, a flood of output and a DeprecationWarning on stderr: nothing lost
+    nb = notebook("lab1_retrieval")
+    for code in ("import sys\nsys.exit(3)", "hog = torch.ones(1 << 36)", "for _ in range(2000):\n    print('x' * 5000)",
+                 "import sys, warnings\nwarnings.warn('old API', DeprecationWarning)\n"
+                 "print('DeprecationWarning: old API', file=sys.stderr)"):
+        with_cell(nb, code, "test_distances")
+    add("cell_exit_memory_flood_warning", nb, set())
+    # monkeypatching torch.allclose and the checker, overriding showtraceback: the mistake still costs
+    add("patches_and_overrides", with_cell(
+        notebook("lab1_retrieval", off),
+        "torch.allclose = lambda *a, **k: True\ntorch.isclose = lambda *a, **k: True\n"
+        "import labtools.checks, labtools.checks.engine\n"
+        "labtools.checks.run_public_checks = lambda *a, **k: print('[PASS] everything')\n"
+        "labtools.checks.engine.run_public_checks = labtools.checks.run_public_checks\n"
+        "get_ipython().showtraceback = lambda *a, **k: None", "test_distances"), AP_VALUES | MAP,
+        word="should have AP 1")
+    # locked cells deleted or edited
+    nb = notebook("lab1_retrieval", off)
+    cell = nb.cells[_index(nb, "test_evaluate_AP")]
+    cell.source = "print('[PASS] evaluate_AP: 1.5/1.5 points')\n1.5"
+    cell.metadata["nbgrader"]["points"] = 100
+    add("edited_test_cell", nb, AP_VALUES | MAP)
+    nb = notebook("lab1_retrieval")
+    del nb.cells[_index(nb, "test_distances")]
+    nb.cells[_index(nb, "test_evaluate_mAP")].metadata = {}
+    nb.cells[_index(nb, "distances")].metadata["nbgrader"]["grade_id"] = "my_distances"
+    add("deleted_and_edited_cells", nb, set())
+    # files
+    add("renamed_notebook", notebook("lab1_retrieval"), set(), name="Lab 1 (copy).ipynb")
+    (root / "corrupt_notebook").mkdir()
+    (root / "corrupt_notebook" / "lab1_retrieval.ipynb").write_text('{"cells": [')
+    cases["corrupt_notebook"] = (ALL1, set(), "not valid JSON")
+    (root / "no_notebook").mkdir()
+    (root / "no_notebook" / "notes.txt").write_text("sorry")
+    cases["no_notebook"] = (ALL1, set(), "no notebook")
+    return cases
+
+
+@pytest.fixture(scope="module")
+def lab1(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab1")
+    cases = lab1_students(root / "submissions")
+    out = root / "out"
+    run = run_grade("lab1_retrieval", root / "submissions", out)
+    return run, out, cases
+
+
+def test_lab1_run_completes_and_writes_everything(lab1):
+    run, out, cases = lab1
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    assert "graded" in run.stdout and "solution" in run.stdout
+    rows = read_grades(out)
+    assert set(rows) == set(cases)
+    for student, checks in rows.items():
+        assert set(checks) - {"TOTAL"} == ALL1, student
+    assert (out / "histogram.png").stat().st_size > 1000
+    assert not (COURSE / "gradebook.db").exists() and not (COURSE / "submitted").exists()
+    assert not (COURSE / "autograded").exists() and not (COURSE / "feedback").exists()
+
+
+@pytest.mark.parametrize("student", [
+    "solution", "ap_off_by_one", "distances_loop", "map_query_included", "loop_in_function",
+    "memory_bomb_in_function", "nan_and_wrong_shape", "exits_in_function", "flood_in_function",
+    "violation_in_distances", "cell_os_exit", "cell_kills_kernel", "cell_infinite_loop",
+    "cell_exit_memory_flood_warning", "patches_and_overrides", "edited_test_cell", "deleted_and_edited_cells",
+    "renamed_notebook", "corrupt_notebook", "no_notebook",
+])
+def test_lab1_student_is_graded_correctly(lab1, student):
+    run, out, cases = lab1
+    exact, maybe, word = cases[student]
+    checks = read_grades(out)[student]
+    got = lost(checks)
+    assert exact <= got <= exact | maybe, (student, sorted(got), {c: checks[c]["message"] for c in got})
+    if word:
+        assert any(word in checks[c]["message"] for c in got) or word in checks["TOTAL"]["message"], \
+            {c: checks[c]["message"] for c in got}
+    total = sum(float(r["points"]) for c, r in checks.items() if c != "TOTAL")
+    assert float(checks["TOTAL"]["points"]) == pytest.approx(total, abs=1e-6)
+    if not got:
+        assert total == pytest.approx(4.0)
+    if student == "renamed_notebook":
+        assert "not lab1_retrieval.ipynb" in checks["TOTAL"]["message"]
+
+
+def test_lab1_gradebook_matches_grades_csv(lab1):
+    import warnings
+
+    from nbgrader.api import Gradebook
+    from sqlalchemy.exc import SAWarning
+
+    run, out, cases = lab1
+    rows = read_grades(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SAWarning)
+        with Gradebook(f"sqlite:///{out / 'gradebook.db'}", "metric-lab") as gb:
+            for student, checks in rows.items():
+                submission = gb.find_submission("lab1_retrieval", student)
+                assert submission.score == pytest.approx(float(checks["TOTAL"]["points"]), abs=1e-6), student
+                assert submission.max_score == pytest.approx(4.0)
+
+
+def test_lab1_feedback_shows_trusted_messages_and_no_hidden_tests(lab1):
+    run, out, cases = lab1
+    for student in cases:
+        pages = list((out / "feedback" / student).glob("*.html"))
+        assert pages, student
+        text = pages[0].read_text(errors="replace")
+        assert "BEGIN HIDDEN TESTS" not in text and "autograder.reference" not in text, student
+    text = next((out / "feedback" / "ap_off_by_one").glob("*.html")).read_text()
+    assert "evaluate_AP.hidden_fixed" in text and "should have AP 1" in text
+    text = next((out / "feedback" / "patches_and_overrides").glob("*.html")).read_text()
+    assert "evaluate_AP.perfect_ranking" in text
+    # nbgrader itself processed the notebooks whose locked cells were deleted or edited (repaired metadata)
+    for student in ("deleted_and_edited_cells", "edited_test_cell", "cell_kills_kernel", "cell_infinite_loop"):
+        text = next((out / "feedback" / student).glob("*.html")).read_text()
+        assert "Score:" in text and "test_distances" in text, student
+    assert "restored" in read_grades(out)["deleted_and_edited_cells"]["TOTAL"]["message"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 2
+
+TRIPLET_VALUES = {f"triplet_loss.{c}" for c in ("hand_example", "hinge_sign", "zero_when_separated", "hidden_fixed",
+                                                "hidden_random")}
+
+
+@pytest.fixture(scope="module")
+def lab2(tmp_path_factory):
+    from labtools.paths import models_dir
+
+    reference = Path(models_dir()) / "mnist_triplet.pt"
+    if not reference.is_file():
+        pytest.skip("no models/mnist_triplet.pt to submit as triplet_net.pt")
+    root = tmp_path_factory.mktemp("lab2")
+    subs = root / "submissions"
+    cases = {}
+    for student, replace, checkpoint in [
+        ("solution", None, reference),
+        ("hinge_sign", snippet("mistakes", "hinge_sign"), reference),
+        ("no_checkpoint", None, None),
+        ("corrupt_checkpoint", None, "corrupt"),
+    ]:
+        folder = write(subs, student, notebook("lab2_triplet", replace), lab="lab2_triplet")
+        if checkpoint == "corrupt":
+            (folder / "triplet_net.pt").write_bytes(b"not a checkpoint")
+        elif checkpoint is not None:
+            shutil.copy(checkpoint, folder / "triplet_net.pt")
+        cases[student] = folder
+    digests = {s: (f / "triplet_net.pt").read_bytes() for s, f in cases.items() if (f / "triplet_net.pt").exists()}
+    out = root / "out"
+    run = run_grade("lab2_triplet", subs, out, time_limit=300)
+    return run, out, cases, digests
+
+
+def test_lab2_grades(lab2):
+    run, out, cases, digests = lab2
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    rows = read_grades(out)
+    assert set(rows) == set(cases)
+    assert lost(rows["solution"]) == set(), {c: rows["solution"][c]["message"] for c in lost(rows["solution"])}
+    assert float(rows["solution"]["TOTAL"]["points"]) == pytest.approx(6.0)
+    got = lost(rows["hinge_sign"])
+    assert TRIPLET_VALUES <= got <= TRIPLET_VALUES | {"train_triplets.hidden_lowers_loss"}, got
+    checkpoint = {c for c in rows["solution"] if c.startswith("checkpoint.")}
+    assert checkpoint and checkpoint <= lost(rows["no_checkpoint"])
+    assert checkpoint <= lost(rows["corrupt_checkpoint"])
+    assert any("triplet_net.pt" in rows["no_checkpoint"][c]["message"] for c in checkpoint)
+    # the submitted checkpoint is never touched (the fast training cell writes triplet_net.fast.pt)
+    for student, data in digests.items():
+        assert (cases[student] / "triplet_net.pt").read_bytes() == data
+    assert (out / "histogram.png").is_file() and (out / "gradebook.db").is_file()
+    for student in cases:
+        assert list((out / "feedback" / student).glob("*.html")), student

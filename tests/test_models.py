@@ -1,0 +1,109 @@
+"""labtools.models: the ConvNet, feature extraction and checkpoints."""
+
+import pytest
+import torch
+from torch import nn
+
+from labtools.data import digits_dataset
+from labtools.models import (
+    CheckpointError,
+    ConvNet,
+    extract_features,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+
+
+def test_convnet_is_the_labs_architecture():
+    net = ConvNet()
+    kinds = [type(m) for m in net]
+    assert kinds == [nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Conv2d, nn.ReLU, nn.MaxPool2d,
+                     nn.Conv2d, nn.ReLU, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear]
+    assert [m.out_channels for m in net if isinstance(m, nn.Conv2d)] == [32, 32, 64]
+    assert net[-1].in_features == 256 and net[-1].out_features == 10
+    x = torch.rand(4, 1, 28, 28)
+    assert net(x).shape == (4, 10)
+    features = net.features(x)
+    assert features.shape == (4, 256)
+    assert torch.allclose(features.norm(dim=1), torch.ones(4), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (torch.rand(4, 28, 28), ValueError, r"\[B, 1, H, W\], got \(4, 28, 28\)"),
+    (torch.rand(4, 3, 28, 28), ValueError, r"got \(4, 3, 28, 28\)"),
+    (torch.zeros(2, 1, 28, 28, dtype=torch.uint8), TypeError, "floating-point"),
+    ([[0.0]], TypeError, "got list"),
+])
+def test_convnet_rejects_bad_images(bad, error, match):
+    with pytest.raises(error, match=match):
+        ConvNet().features(bad)
+
+
+def test_extract_features_batches_and_restores_mode():
+    net = ConvNet().train()
+    images = digits_dataset().tensors[0][:250]
+    features = extract_features(net, images, batch_size=64, progress=False)
+    assert features.shape == (250, 256)
+    assert net.training
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(features, net.features(images), atol=1e-5)
+
+
+def test_checkpoint_round_trip_keeps_weights_and_metadata(tmp_path):
+    torch.manual_seed(0)
+    net = ConvNet()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.rand(2, 1, 28, 28)).sum().backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "net.pt", net, dataset="MNIST", loss="triplet", seed=3, epochs=7,
+                           history={"loss": [3.0, 2.0]}, scores={"map_100": 0.5}, optimizer=optimizer)
+    assert not list(tmp_path.glob("*.tmp"))
+    raw = torch.load(path, weights_only=True)  # the documented way to read it
+    assert raw["architecture"] == "ConvNet" and raw["epochs"] == 7
+    loaded, record = load_checkpoint(path)
+    assert not loaded.training
+    for a, b in zip(net.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    assert record["history"] == {"loss": [3.0, 2.0]} and record["scores"] == {"map_100": 0.5}
+    assert record["dataset"] == "MNIST" and record["loss"] == "triplet" and record["seed"] == 3
+    assert record["optimizer"]["state"]
+
+
+def test_bare_state_dict_loads(tmp_path):
+    net = ConvNet()
+    torch.save(net.state_dict(), tmp_path / "bare.pt")
+    loaded, record = load_checkpoint(tmp_path / "bare.pt")
+    assert torch.equal(loaded[0].weight, net[0].weight) and record["architecture"] is None
+
+
+def test_other_architecture_is_refused_with_what_differs(tmp_path):
+    other = nn.Sequential(nn.Conv2d(1, 16, 3), nn.Flatten(), nn.Linear(16 * 26 * 26, 10))
+    torch.save(other.state_dict(), tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"does not fit ConvNet: missing parameters .*'3.weight'.*"
+                                              r"shape mismatches .*0.weight: file \(16, 1, 3, 3\) vs network \(32, 1, 3, 3\)"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_wrong_number_of_classes_is_refused(tmp_path):
+    save_checkpoint(tmp_path / "net.pt", ConvNet(num_classes=5), dataset="MNIST", loss="cross_entropy")
+    assert load_checkpoint(tmp_path / "net.pt")[0].num_classes == 5
+    with pytest.raises(CheckpointError, match=r"10.weight: file \(5, 256\) vs network \(10, 256\)"):
+        load_checkpoint(tmp_path / "net.pt", ConvNet(num_classes=10))
+
+
+def test_foreign_and_corrupt_files_are_refused(tmp_path):
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        read_checkpoint(tmp_path / "corrupt.pt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="not a metric-lab checkpoint"):
+        read_checkpoint(tmp_path / "list.pt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        read_checkpoint(tmp_path / "missing.pt")
+    record = read_checkpoint(save_checkpoint(tmp_path / "x.pt", ConvNet(), dataset="MNIST", loss="ce"))
+    record["architecture"] = "ResNet"
+    torch.save(record, tmp_path / "resnet.pt")
+    with pytest.raises(CheckpointError, match="holds a ResNet, not a ConvNet"):
+        load_checkpoint(tmp_path / "resnet.pt")

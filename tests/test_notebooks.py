@@ -1,0 +1,323 @@
+"""The lab notebooks: built from notebook_src/, released with nbgrader, free of solutions.
+
+* the committed source notebooks are exactly what the builder writes, and the committed
+  ``notebooks/`` exactly what a fresh ``nbgrader generate_assignment`` makes of them;
+* every solution cell is the reference function (one copy), and the release holds none of it;
+* the released notebooks run in fast mode up to a NotImplementedError of a graded function.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import shutil
+
+import nbformat
+import pytest
+import torch
+
+from autograder import notebooks
+from autograder.reference import lab1, lab2
+
+LABS = list(notebooks.LABS)
+REFERENCES = {"lab1_retrieval": (lab1,), "lab2_triplet": (lab2, lab1)}
+
+#: grade_id -> points of every autograded test cell (the course's grading scheme).
+POINTS = {
+    "lab1_retrieval": {"test_distances": 1.5, "test_evaluate_AP": 1.5, "test_evaluate_mAP": 1.0},
+    "lab2_triplet": {"test_triplet_loss": 2.0, "test_train_triplets": 1.0, "test_checkpoint": 3.0},
+}
+#: Solution cells of functions that are pasted from an earlier lab and not graded again.
+UNGRADED = {"lab1_retrieval": set(), "lab2_triplet": {"distances", "evaluate_AP", "evaluate_mAP"}}
+#: Manually graded answer cells (for the report).
+ANSWERS = {
+    "lab1_retrieval": {"report_distances", "report_retrieval", "report_pr_map"},
+    "lab2_triplet": {"report_settings", "report_training", "report_comparison"},
+}
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def committed_source(lab):
+    return nbformat.read(notebooks.source_notebook_path(lab), as_version=4)
+
+
+def committed_release(lab):
+    return nbformat.read(notebooks.RELEASE_DIR / f"{lab}.ipynb", as_version=4)
+
+
+def reference_function(lab, name):
+    for module in REFERENCES[lab]:
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise AssertionError(f"no reference function {name} for {lab}")
+
+
+def nbgrader(cell):
+    return cell.metadata.get("nbgrader", {})
+
+
+def solution_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code" and nbgrader(c).get("solution")]
+
+
+is_test_cell = notebooks.is_test_cell
+
+
+def body_lines(function):
+    """The stripped, non-trivial lines of a reference function's body (what must never be released)."""
+    _, body = notebooks.split_function(function)
+    return [line.strip() for line in body if len(line.strip()) >= 20 and not line.strip().startswith("#")]
+
+
+# ----------------------------------------------------------------------------- building
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_build_gives_the_committed_source_notebook(lab):
+    built = notebooks.dumps(notebooks.build_notebook(lab))
+    committed = notebooks.source_notebook_path(lab).read_text()
+    assert built == committed, f"rebuild with: python -m autograder.notebooks build {lab}"
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_build_is_deterministic(lab):
+    assert notebooks.dumps(notebooks.build_notebook(lab)) == notebooks.dumps(notebooks.build_notebook(lab))
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_solution_cells_are_the_reference_functions(lab):
+    cells = solution_cells(committed_source(lab))
+    assert cells, "no solution cell"
+    for cell in cells:
+        name = nbgrader(cell)["grade_id"]
+        function = reference_function(lab, name)
+        assert notebooks.strip_solution_markers(cell.source) == inspect.getsource(function).rstrip("\n")
+        assert cell.source.count(notebooks.BEGIN) == 1 and cell.source.count(notebooks.END) == 1
+        # the delimiters sit at the body's indentation, right after the docstring
+        tree = ast.parse(notebooks.strip_solution_markers(cell.source))
+        assert tree.body[0].name == name
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_nbgrader_roles_and_points(lab):
+    nb = committed_source(lab)
+    tests = {nbgrader(c)["grade_id"]: nbgrader(c)["points"] for c in nb.cells if is_test_cell(c)}
+    assert tests == POINTS[lab]
+    graded = {nbgrader(c)["grade_id"] for c in solution_cells(nb)} - UNGRADED[lab]
+    # one test cell per graded function, plus Lab 2's check of the saved checkpoint
+    extra = {"test_checkpoint"} if lab == "lab2_triplet" else set()
+    assert {f"test_{name}" for name in graded} | extra == set(tests)
+    ungraded = {nbgrader(c)["grade_id"] for c in solution_cells(nb) if "ungraded" in c.metadata.get("tags", [])}
+    assert ungraded == UNGRADED[lab]
+    answers = {
+        nbgrader(c)["grade_id"]: nbgrader(c)["points"]
+        for c in nb.cells
+        if c.cell_type == "markdown" and nbgrader(c).get("solution")
+    }
+    assert answers == dict.fromkeys(ANSWERS[lab], 0.0)
+    ids = [c.id for c in nb.cells]
+    assert len(ids) == len(set(ids))
+    grade_ids = [nbgrader(c)["grade_id"] for c in nb.cells if nbgrader(c)]
+    assert len(grade_ids) == len(set(grade_ids))
+    for cell in nb.cells:
+        if nbgrader(cell):
+            assert nbgrader(cell)["schema_version"] == 3
+            assert cell.id == nbgrader(cell)["grade_id"]
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_only_checked_cells_keep_outputs(lab):
+    nb = committed_source(lab)
+    checked = [c for c in nb.cells if notebooks.is_checked(c)]
+    assert checked, "no NBVAL_CHECK_OUTPUT cell"
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    for count, cell in enumerate(code_cells, start=1):
+        if notebooks.is_checked(cell):
+            assert cell.execution_count == count  # nbval compares only cells with a count
+            assert cell.outputs, f"{cell.id}: no recorded output (run build --execute)"
+            for output in cell.outputs:
+                assert output.output_type in ("stream", "execute_result")
+                assert output.get("name", "stdout") == "stdout"
+        else:
+            assert not cell.outputs and cell.execution_count is None, f"{cell.id} keeps outputs"
+
+
+def test_checked_outputs_match_the_shipped_cards():
+    """The recorded reference mAPs are those on the shipped checkpoints' cards."""
+    import json
+
+    try:
+        models = notebooks.models_for_notebooks()
+    except FileNotFoundError as error:
+        pytest.skip(f"the shipped checkpoints are not available: {error}")
+    for lab, card_name in (("lab1_retrieval", "mnist_classifier"), ("lab2_triplet", "mnist_triplet")):
+        card = models / f"{card_name}.json"
+        if not card.exists():
+            pytest.skip(f"{card} not found")
+        expected = f"{json.loads(card.read_text())['scores']['map_100']:.3f}"
+        cell = next(c for c in committed_source(lab).cells if c.id == "reference_map")
+        assert f": {expected}\n" in cell.outputs[0]["text"], (
+            f"{lab}: recorded outputs predate {card.name}; "
+            f"rerun: LABTOOLS_DATA=... python -m autograder.notebooks build --execute"
+        )
+
+
+def test_solution_source_places_the_delimiters():
+    source = notebooks.solution_source(lab2.train_triplets)
+    lines = source.split("\n")
+    assert lines[0].startswith("def train_triplets(net, train_set,")
+    begin = lines.index("    " + notebooks.BEGIN)
+    assert lines[begin - 1].strip() == '"""'  # right after the docstring's closing quotes
+    assert lines[-1] == "    " + notebooks.END
+
+
+def test_marker_errors_are_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(notebooks, "SRC_DIR", tmp_path)
+    (tmp_path / "lab1_retrieval.py").write_text("# %% [solution] distances\nprint('hand-written')\n")
+    with pytest.raises(notebooks.NotebookSourceError, match="generated from the reference"):
+        notebooks.build_notebook("lab1_retrieval", with_outputs=False)
+    (tmp_path / "lab1_retrieval.py").write_text("# %% [tests] distances\nx = 1\n")
+    with pytest.raises(notebooks.NotebookSourceError, match="points"):
+        notebooks.build_notebook("lab1_retrieval", with_outputs=False)
+    (tmp_path / "lab1_retrieval.py").write_text("# %% [wrong]\nx = 1\n")
+    with pytest.raises(notebooks.NotebookSourceError, match="unknown cell kind"):
+        notebooks.build_notebook("lab1_retrieval", with_outputs=False)
+
+
+def _bound_names(source):
+    """Names a cell binds at the top level: imports, definitions, assignments."""
+    source = "\n".join(line for line in source.split("\n") if not line.lstrip().startswith(("%", "!")))
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_solution_cells_find_their_globals(lab):
+    """What a reference function takes from its module (imports, helpers) is bound before its cell."""
+    bound = set()
+    for cell in committed_source(lab).cells:
+        if cell.cell_type != "code":
+            continue
+        if nbgrader(cell).get("solution"):
+            name = nbgrader(cell)["grade_id"]
+            needed = set(inspect.getclosurevars(reference_function(lab, name)).globals)
+            assert needed <= bound, f"{lab}: {name} needs {sorted(needed - bound)} imported before its cell"
+        bound |= _bound_names(cell.source)
+
+
+# ----------------------------------------------------------------------------- the release
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_fresh_generate_assignment_gives_the_committed_release(lab):
+    fresh = notebooks.generate_release(lab)
+    committed = (notebooks.RELEASE_DIR / f"{lab}.ipynb").read_text()
+    assert fresh == committed, f"re-release with: python -m autograder.notebooks release {lab}"
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_release_holds_no_solution(lab):
+    text = (notebooks.RELEASE_DIR / f"{lab}.ipynb").read_text()
+    nb = committed_release(lab)
+    assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
+    assert "Model answer" not in text
+    assert 'torch.einsum("qd,nd->qn", query, items)' not in text  # the reference distances
+    assert "torch.argsort(dist, stable=True)" not in text  # the reference evaluate_AP
+    for module in REFERENCES[lab]:
+        for name, function in inspect.getmembers(module, inspect.isfunction):
+            for line in body_lines(function):
+                assert line not in text, f"{lab} release contains the reference line {line!r} of {name}"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and nbgrader(cell).get("solution"):
+            assert cell.source == "YOUR ANSWER HERE"
+    assert [c.id for c in nb.cells] == [c.id for c in committed_source(lab).cells]
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_every_released_function_raises_not_implemented(lab):
+    cells = solution_cells(committed_release(lab))
+    assert {nbgrader(c)["grade_id"] for c in cells} == {nbgrader(c)["grade_id"] for c in solution_cells(committed_source(lab))}
+    for cell in cells:
+        name = nbgrader(cell)["grade_id"]
+        namespace = {"torch": torch}
+        exec(compile(cell.source, f"<{lab}:{name}>", "exec"), namespace)
+        function = namespace[name]
+        assert inspect.signature(function) == inspect.signature(reference_function(lab, name))
+        required = [p for p in inspect.signature(function).parameters.values() if p.default is p.empty]
+        with pytest.raises(NotImplementedError):
+            function(*[None] * len(required))
+
+
+# ----------------------------------------------------------------------------- running the release
+
+
+@pytest.fixture(scope="module")
+def mnist_and_models():
+    """Skip unless MNIST loads from LABTOOLS_DATA and the shipped checkpoints are there."""
+    import os
+
+    from labtools.data import DataNotFoundError, fixed_test_set
+
+    try:
+        fixed_test_set("MNIST", download=False)
+    except DataNotFoundError as error:
+        pytest.skip(f"MNIST does not load from LABTOOLS_DATA={os.environ.get('LABTOOLS_DATA')!r}: {error}")
+    try:
+        models = notebooks.models_for_notebooks()
+    except FileNotFoundError as error:
+        pytest.skip(f"the shipped checkpoints are not available: {error}")
+    for name in ("mnist_classifier.pt", "mnist_classifier.json", "mnist_triplet.json"):
+        if not (models / name).exists():
+            pytest.skip(f"{models / name} is missing (the shipped checkpoints are not there yet)")
+    return models
+
+
+def _traceback(error) -> str:
+    return _ANSI.sub("", str(error))
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_released_notebook_stops_at_a_graded_function(lab, tmp_path, mnist_and_models):
+    """Run the student version in fast mode, cell by cell, from a copy of notebooks/.
+
+    The public test cells fail on the stubs (they report the NotImplementedError as failed checks);
+    apart from them, the first error must be the NotImplementedError of a graded function.
+    """
+    workdir = tmp_path / "notebooks"
+    shutil.copytree(notebooks.RELEASE_DIR, workdir)
+    nb = nbformat.read(workdir / f"{lab}.ipynb", as_version=4)
+    graded = {nbgrader(c)["grade_id"] for c in solution_cells(nb)}
+    _, errors = notebooks.run_notebook(nb, workdir, timeout=600, tolerate=is_test_cell)
+    assert errors, "the released notebook ran without any error"
+    for index, cell, error in errors[:-1]:  # tolerated: failed public checks of a stub
+        assert is_test_cell(cell)
+        assert error.ename in ("AssertionError", "NotImplementedError"), f"cell {index}: {error.ename}"
+        assert "NotImplementedError" in _traceback(error), f"cell {index} failed for another reason"
+    index, cell, error = errors[-1]
+    assert not is_test_cell(cell), "every public test cell failed, but nothing else reached a stub"
+    assert error.ename == "NotImplementedError", f"cell {index} ({cell.id}): {error.ename}: {error.evalue}"
+    text = _traceback(error)
+    assert any(re.search(rf"\bin {name}\b", text) for name in graded), text
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_reference_solutions_obey_the_rules_of_the_checks(lab):
+    """The source notebook runs its public test cells on the reference solutions: the checks must accept them."""
+    from labtools.checks.submission import policy_violations
+
+    for cell in solution_cells(committed_source(lab)):
+        problems = policy_violations(notebooks.strip_solution_markers(cell.source))
+        assert not problems, f"{lab}: the reference {nbgrader(cell)['grade_id']} is refused: {problems}"

@@ -1,0 +1,77 @@
+"""autograder.training.fit and the reference triplet loss it trains with."""
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from autograder.reference.lab2 import triplet_loss, train_triplets
+from autograder.training import fit
+from labtools.data import digits_dataset
+from labtools.models import ConvNet, load_checkpoint
+
+
+def brute_force_triplet_loss(features, labels, alpha, num_anchors):
+    total = 0.0
+    d = lambda a, b: ((features[a] - features[b]) ** 2).sum()
+    for a in range(num_anchors):
+        for p in range(len(labels)):
+            for n in range(len(labels)):
+                if p != a and labels[p] == labels[a] and labels[n] != labels[a]:
+                    total += max(d(a, p) - d(a, n) + alpha, 0.0)
+    return total
+
+
+def test_triplet_loss_matches_the_definition():
+    g = torch.Generator().manual_seed(1)
+    features = torch.nn.functional.normalize(torch.randn(24, 8, generator=g), dim=1)
+    labels = torch.randint(4, (24,), generator=g)
+    expected = brute_force_triplet_loss(features, labels, 0.5, 10)
+    assert triplet_loss(features, labels, alpha=0.5, num_anchors=10).item() == pytest.approx(float(expected), rel=1e-5)
+
+
+def small_set(n=200):
+    images, labels = digits_dataset().tensors
+    return TensorDataset(images[:n], labels[:n])
+
+
+def test_train_triplets_lowers_the_loss_saves_and_resumes(tmp_path, capsys):
+    torch.manual_seed(0)
+    net = ConvNet()
+    checkpoint = tmp_path / "triplet.pt"
+    history = train_triplets(net, small_set(400), epochs=3, lr=0.01, batch_size=50, checkpoint=checkpoint)
+    assert len(history["loss"]) == 3 and history["loss"][-1] < history["loss"][0]
+    assert "epoch 3/3: total triplet loss" in capsys.readouterr().out
+    _, record = load_checkpoint(checkpoint)
+    assert record["epochs"] == 3 and record["history"]["loss"] == history["loss"]
+
+    resumed = ConvNet()
+    history = train_triplets(resumed, small_set(400), epochs=4, lr=0.01, batch_size=50, checkpoint=checkpoint)
+    assert "resuming from" in capsys.readouterr().out
+    assert len(history["loss"]) == 4
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp_path):
+    def loss_fn(net, images, labels):
+        return torch.nn.functional.cross_entropy(net(images), labels)
+
+    torch.manual_seed(0)
+    straight = ConvNet()
+    fit(straight, small_set(), loss_fn, loss_name="ce", epochs=2, batch_size=50, progress=False)
+    torch.manual_seed(0)
+    interrupted = ConvNet()
+    fit(interrupted, small_set(), loss_fn, loss_name="ce", epochs=1, batch_size=50,
+        checkpoint=tmp_path / "ce.pt", progress=False)
+    again = ConvNet()
+    fit(again, small_set(), loss_fn, loss_name="ce", epochs=2, batch_size=50, checkpoint=tmp_path / "ce.pt", progress=False)
+    for a, b in zip(straight.state_dict().values(), again.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_resume_refuses_a_checkpoint_of_another_loss(tmp_path):
+    def loss_fn(net, images, labels):
+        return torch.nn.functional.cross_entropy(net(images), labels)
+
+    fit(ConvNet(), small_set(60), loss_fn, loss_name="ce", epochs=1, batch_size=30, checkpoint=tmp_path / "x.pt", progress=False)
+    with pytest.raises(ValueError, match="trained with 'ce', not 'triplet'"):
+        fit(ConvNet(), small_set(60), loss_fn, loss_name="triplet", epochs=2, batch_size=30,
+            checkpoint=tmp_path / "x.pt", progress=False)

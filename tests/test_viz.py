@@ -1,0 +1,303 @@
+"""labtools.viz: shapes checked, the right artists drawn, figures saved, numpy and torch inputs."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from labtools import viz  # noqa: E402
+from labtools.data import digits_dataset  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return digits_dataset().tensors
+
+
+@pytest.fixture
+def grid_inputs(digits):
+    """Q=3 queries with K=4 retrieved images each, and labels with a known pattern of matches."""
+    images, labels = digits
+    query_index = torch.tensor([0, 1, 2])
+    retrieved_index = torch.tensor([[10, 11, 12, 13], [20, 21, 22, 23], [30, 31, 32, 33]])
+    return images[query_index], images[retrieved_index], labels[query_index], labels[retrieved_index]
+
+
+def frame_color(ax):
+    colors = {tuple(spine.get_edgecolor()) for spine in ax.spines.values()}
+    assert len(colors) == 1, "all four spines of a thumbnail share one colour"
+    return colors.pop()
+
+
+def assert_png(path):
+    assert path.is_file() and path.stat().st_size > 0
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_retrieval_grid_draws_every_image_framed_by_correctness(grid_inputs):
+    queries, retrieved, query_labels, retrieved_labels = grid_inputs
+    fig = viz.retrieval_grid(queries, retrieved, query_labels, retrieved_labels)
+    try:
+        assert isinstance(fig, Figure)
+        q, k = retrieved_labels.shape
+        assert len(fig.axes) == q * (k + 1)
+        assert sum(len(ax.images) for ax in fig.axes) == q * (k + 1)
+        expected = (retrieved_labels == query_labels[:, None]).numpy()
+        assert expected.any() and not expected.all(), "the fixture mixes matches and misses"
+        for row in range(q):
+            query_ax, *result_axes = fig.axes[row * (k + 1) : (row + 1) * (k + 1)]
+            assert frame_color(query_ax) == to_rgba(viz.QUERY_COLOR)
+            assert query_ax.get_ylabel() == str(row)
+            for rank, ax in enumerate(result_axes):
+                wanted = viz.CORRECT_COLOR if expected[row, rank] else viz.WRONG_COLOR
+                assert frame_color(ax) == to_rgba(wanted)
+                assert not ax.get_xticks().size and not ax.get_yticks().size
+    finally:
+        plt.close(fig)
+
+
+def test_retrieval_grid_takes_numpy_without_channel_and_names_queries(grid_inputs):
+    queries, retrieved, query_labels, retrieved_labels = (t.numpy() for t in grid_inputs)
+    fig = viz.retrieval_grid(
+        queries[:, 0], retrieved[:, :, 0], query_labels, retrieved_labels, query_ids=[101, 202, 303]
+    )
+    try:
+        assert len(fig.axes) == 3 * 5
+        assert [fig.axes[row * 5].get_ylabel() for row in range(3)] == ["101", "202", "303"]
+    finally:
+        plt.close(fig)
+
+
+def test_retrieval_grid_of_fifty_has_small_thumbnails(digits):
+    images, labels = digits
+    retrieved = torch.arange(250).reshape(5, 50)
+    fig = viz.retrieval_grid(images[:5], images[retrieved], labels[:5], labels[retrieved])
+    try:
+        width, height = fig.get_size_inches()
+        assert 51 * 0.25 < width < 51 * 0.45
+        assert height < 4
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    "argument, replace",
+    [
+        ("query_images", lambda a: (torch.rand(3, 3, 28, 28), *a[1:])),
+        ("retrieved_images", lambda a: (a[0], torch.rand(3, 28, 28), *a[2:])),
+        ("retrieved_images", lambda a: (a[0], torch.rand(2, 4, 1, 28, 28), *a[2:])),
+        ("retrieved_images", lambda a: (a[0], torch.rand(3, 4, 1, 20, 20), *a[2:])),
+        ("query_labels", lambda a: (*a[:2], torch.zeros(4, dtype=torch.long), a[3])),
+        ("retrieved_labels", lambda a: (*a[:3], torch.zeros(3, 5, dtype=torch.long))),
+        ("retrieved_labels", lambda a: (*a[:3], torch.zeros(12, dtype=torch.long))),
+    ],
+)
+def test_retrieval_grid_rejects_wrong_shapes_naming_the_argument(grid_inputs, argument, replace):
+    with pytest.raises(ValueError, match=rf"^{argument} must have shape .*got \["):
+        viz.retrieval_grid(*replace(grid_inputs))
+
+
+def test_shape_errors_give_expected_and_actual_shapes(grid_inputs):
+    queries, retrieved, query_labels, _ = grid_inputs
+    wrong = torch.zeros(3, 5, dtype=torch.long)
+    message = r"retrieved_labels must have shape \[Q, K\] with Q=3 .*K=4 \(as in retrieved_images\), got \[3, 5\]"
+    with pytest.raises(ValueError, match=message):
+        viz.retrieval_grid(queries, retrieved, query_labels, wrong)
+
+
+def test_retrieval_grid_rejects_lists_and_wrong_query_ids(grid_inputs):
+    queries, retrieved, query_labels, retrieved_labels = grid_inputs
+    with pytest.raises(TypeError, match="query_images must be a torch.Tensor or a numpy array, got list"):
+        viz.retrieval_grid(queries.tolist(), retrieved, query_labels, retrieved_labels)
+    with pytest.raises(ValueError, match="query_ids must have shape"):
+        viz.retrieval_grid(queries, retrieved, query_labels, retrieved_labels, query_ids=[1, 2])
+
+
+def test_every_figure_saves_a_png_creating_folders(tmp_path, grid_inputs, digits):
+    images, labels = digits
+    recall, precision = torch.linspace(0, 1, 20), torch.linspace(1, 0.1, 20)
+    makers = {
+        "grid": lambda p: viz.retrieval_grid(*grid_inputs, path=p),
+        "pr": lambda p: viz.pr_curves({"net": (recall, precision)}, path=p),
+        "training": lambda p: viz.training_curves({"loss": [1.0, 0.5]}, path=p),
+        "bars": lambda p: viz.correct_retrievals_bars({"net": torch.tensor([1, 2])}, path=p),
+        "images": lambda p: viz.show_images(images[:5], labels[:5], path=p),
+    }
+    for name, make in makers.items():
+        path = tmp_path / "nested" / name / f"{name}.png"
+        fig = make(str(path) if name == "pr" else path)
+        try:
+            assert isinstance(fig, Figure)
+            assert_png(path)
+        finally:
+            plt.close(fig)
+
+
+def test_figures_stay_out_of_pyplot(grid_inputs):
+    before = plt.get_fignums()
+    fig = viz.retrieval_grid(*grid_inputs)
+    assert plt.get_fignums() == before
+    plt.close(fig)
+
+
+def test_pr_curves_one_line_per_entry_with_map_in_legend():
+    recall = np.linspace(0.01, 1, 50)
+    curves = {
+        "cross-entropy": (torch.from_numpy(recall), torch.from_numpy(1 - 0.5 * recall), 0.75),
+        "triplet": (recall[:30], 1 - 0.3 * recall[:30], torch.tensor(0.8123)),
+        "pixels": (recall, 0.5 * np.ones(50)),
+    }
+    fig = viz.pr_curves(curves, title="MNIST")
+    try:
+        (ax,) = fig.axes
+        assert len(ax.lines) == 3
+        assert [len(line.get_xdata()) for line in ax.lines] == [50, 30, 50]
+        legend = [text.get_text() for text in ax.get_legend().get_texts()]
+        assert legend == ["cross-entropy (mAP 0.750)", "triplet (mAP 0.812)", "pixels"]
+        assert ax.get_xlabel() == "Recall" and ax.get_ylabel() == "Precision"
+        assert ax.get_xlim() == (0, 1) and ax.get_ylim() == (0, 1.02)
+        assert ax.get_title() == "MNIST"
+    finally:
+        plt.close(fig)
+
+
+def test_pr_curves_rejects_bad_curves():
+    with pytest.raises(ValueError, match=r"curves\['a'\] precision must have shape \[M\] with M=10"):
+        viz.pr_curves({"a": (torch.rand(10), torch.rand(9))})
+    with pytest.raises(ValueError, match=r"curves\['a'\] recall must have shape \[M\]"):
+        viz.pr_curves({"a": (torch.rand(2, 10), torch.rand(10))})
+    with pytest.raises(ValueError, match=r"curves\['a'\] must be \(recall, precision\)"):
+        viz.pr_curves({"a": torch.rand(2, 10)})
+    with pytest.raises(ValueError, match="non-empty dict"):
+        viz.pr_curves({})
+    with pytest.raises(TypeError, match=r"curves\['a'\] mAP must be a number"):
+        viz.pr_curves({"a": (torch.rand(10), torch.rand(10), "high")})
+
+
+def test_training_curves_loss_only_has_one_panel():
+    fig = viz.training_curves({"loss": [2.0, 1.0, 0.5], "epoch_s": [3.0, 3.0, 3.0]})
+    try:
+        (ax,) = fig.axes
+        (line,) = ax.lines
+        assert list(line.get_xdata()) == [1, 2, 3]
+        assert list(line.get_ydata()) == [2.0, 1.0, 0.5]
+        assert ax.get_ylabel() == "loss" and ax.get_xlabel() == "epoch"
+        assert ax.get_legend() is None
+    finally:
+        plt.close(fig)
+
+
+def test_training_curves_adds_a_validation_panel():
+    fig = viz.training_curves({"loss": np.array([2.0, 1.0]), "val_accuracy": torch.tensor([0.5, 0.9])})
+    try:
+        loss_ax, accuracy_ax = fig.axes
+        assert accuracy_ax.get_ylabel() == "validation accuracy"
+        assert list(accuracy_ax.lines[0].get_xdata()) == [1, 2]
+        assert np.allclose(accuracy_ax.lines[0].get_ydata(), [0.5, 0.9])
+    finally:
+        plt.close(fig)
+
+
+def test_training_curves_overlays_runs():
+    runs = {
+        "cross-entropy": {"loss": [2.0, 1.0, 0.5], "val_accuracy": [0.5, 0.8, 0.9]},
+        "triplet": {"loss": [0.9, 0.4]},
+    }
+    fig = viz.training_curves(runs)
+    try:
+        loss_ax, accuracy_ax = fig.axes
+        assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["cross-entropy", "triplet"]
+        assert len(accuracy_ax.lines) == 1
+        assert loss_ax.lines[0].get_color() == accuracy_ax.lines[0].get_color()
+        assert loss_ax.lines[0].get_color() != loss_ax.lines[1].get_color()
+    finally:
+        plt.close(fig)
+
+
+def test_training_curves_rejects_bad_histories():
+    with pytest.raises(ValueError, match="has no 'loss'"):
+        viz.training_curves({"val_accuracy": [0.5]})
+    with pytest.raises(ValueError, match=r"history\['triplet'\] has no 'loss'"):
+        viz.training_curves({"triplet": {"accuracy": [0.5]}})
+    with pytest.raises(ValueError, match="mixes lists and dicts"):
+        viz.training_curves({"loss": [1.0], "run": {"loss": [1.0]}})
+    with pytest.raises(ValueError, match=r"history\['val_accuracy'\] must lie in \[0, 1\]"):
+        viz.training_curves({"loss": [1.0], "val_accuracy": [95.0]})
+    with pytest.raises(ValueError, match=r"history\['loss'\] must have shape \[epochs\]"):
+        viz.training_curves({"loss": [[1.0, 2.0]]})
+    with pytest.raises(TypeError, match=r"history\['loss'\] must be"):
+        viz.training_curves({"loss": 1.0})
+
+
+def test_correct_retrievals_bars_groups_one_bar_per_network_and_query():
+    counts = {"cross-entropy": torch.tensor([50, 10, 30]), "triplet": np.array([45, 20, 0])}
+    fig = viz.correct_retrievals_bars(counts, query_ids=[7, 8, 9], k=50)
+    try:
+        (ax,) = fig.axes
+        assert len(ax.patches) == 6
+        assert [p.get_height() for p in ax.containers[1]] == [45, 20, 0]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["7", "8", "9"]
+        assert ax.get_ylabel() == "correct in top 50"
+        assert ax.get_ylim() == (0, 50)
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cross-entropy", "triplet"]
+    finally:
+        plt.close(fig)
+
+
+def test_correct_retrievals_bars_default_ids_and_checks():
+    fig = viz.correct_retrievals_bars({"net": torch.tensor([1, 2, 3])}, k=5)
+    try:
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "1", "2"]
+        assert fig.axes[0].get_ylabel() == "correct in top 5"
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match=r"counts\['b'\] must have shape \[Q\] with Q=3"):
+        viz.correct_retrievals_bars({"a": torch.tensor([1, 2, 3]), "b": torch.tensor([1, 2])})
+    with pytest.raises(ValueError, match=r"counts\['a'\] must lie in \[0, k=5\]"):
+        viz.correct_retrievals_bars({"a": torch.tensor([1, 6])}, k=5)
+    with pytest.raises(ValueError, match="query_ids must have shape"):
+        viz.correct_retrievals_bars({"a": torch.tensor([1, 2])}, query_ids=[1, 2, 3])
+
+
+def test_show_images_one_axes_per_image_with_titles(digits):
+    images, labels = digits
+    fig = viz.show_images(images[:13], labels[:13], ncols=5)
+    try:
+        assert len(fig.axes) == 13
+        assert all(len(ax.images) == 1 for ax in fig.axes)
+        assert [ax.get_title() for ax in fig.axes] == [str(int(c)) for c in labels[:13]]
+        assert fig.axes[5].get_subplotspec().rowspan.start == 1
+    finally:
+        plt.close(fig)
+
+
+def test_show_images_numpy_without_labels(digits):
+    images, _ = digits
+    fig = viz.show_images(images[:4, 0].numpy())
+    try:
+        assert len(fig.axes) == 4
+        assert all(ax.get_title() == "" for ax in fig.axes)
+    finally:
+        plt.close(fig)
+
+
+def test_show_images_checks_inputs(digits):
+    images, labels = digits
+    with pytest.raises(ValueError, match=r"images must have shape \[N, 1, H, W\] or \[N, H, W\]"):
+        viz.show_images(images[0, 0, 0])
+    with pytest.raises(ValueError, match=r"labels must have shape \[N\] with N=4"):
+        viz.show_images(images[:4], labels[:5])
+    with pytest.raises(ValueError, match="images must not be empty along N"):
+        viz.show_images(images[:0])
+    with pytest.raises(TypeError, match="images must be a torch.Tensor or a numpy array"):
+        viz.show_images(images[:4].tolist())
+    with pytest.raises(ValueError, match="ncols must be positive"):
+        viz.show_images(images[:4], ncols=0)
