@@ -105,6 +105,28 @@ def _stage(root: Path, name: str) -> Path:
     return staged_root
 
 
+def _extract_verified(root: Path, name: str, dataset_class) -> None:
+    """Extract ``root``'s archives of ``name`` whose MD5 matches torchvision's, without any network.
+
+    torchvision only extracts archives inside ``download=True``; doing it here lets
+    ``download=False`` read verified local archives. An archive with a wrong MD5 is an error
+    that names it (a truncated copy is the usual cause), never silently replaced.
+    """
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
+    raw = root / name / "raw"
+    for filename, md5 in dataset_class.resources:
+        archive = raw / filename
+        if not archive.exists() or (raw / Path(filename).stem).exists():
+            continue
+        if not check_integrity(str(archive), md5):
+            raise DataNotFoundError(
+                f"{archive} is corrupt: its MD5 is not torchvision's {md5}. "
+                "Replace it with a verified copy (see MD5SUMS beside the course data)."
+            )
+        extract_archive(str(archive), str(raw))
+
+
 def _missing_message(root: Path, name: str, reason: str) -> str:
     files = "\n".join(f"  {root / name / 'raw' / f}" for f in RAW_FILES)
     return (
@@ -129,6 +151,7 @@ def load_images(
     root = resolve_data_root(root)
     dataset_class = getattr(datasets, name)
     work_root = _stage(root, name)
+    _extract_verified(work_root, name, dataset_class)
     try:
         dataset = dataset_class(str(work_root), train=train, download=download)
     except RuntimeError as error:  # torchvision: "Dataset not found. You can use download=True ..."

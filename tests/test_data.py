@@ -52,6 +52,23 @@ def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
         data.load_images("MNIST", train=False, root=tmp_path, download=True)
 
 
+def test_download_false_extracts_verified_archives_into_a_fresh_cache(tmp_path, require_mnist, monkeypatch):
+    """A clean machine: only the read-only archives exist, nothing is extracted yet, no network."""
+    monkeypatch.setattr(data, "STAGING_ROOT", tmp_path / "staging")
+    images, labels = data.load_images("MNIST", train=False, download=False)
+    assert images.shape == (10000, 1, 28, 28) and labels.shape == (10000,)
+
+
+def test_corrupt_archive_is_named(tmp_path, monkeypatch):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in data.RAW_FILES:
+        (raw / name).write_bytes(b"truncated")
+    monkeypatch.setattr(data, "STAGING_ROOT", tmp_path / "staging")
+    with pytest.raises(DataNotFoundError, match=r"train-images-idx3-ubyte.gz is corrupt: its MD5"):
+        data.load_images("MNIST", train=False, root=tmp_path, download=False)
+
+
 def test_unknown_dataset_name():
     with pytest.raises(ValueError, match="unknown dataset 'CIFAR10'"):
         data.load_images("CIFAR10", train=False)
