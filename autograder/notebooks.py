@@ -57,6 +57,8 @@ from pathlib import Path
 
 import nbformat
 
+from autograder.nbgrader_cli import tool_env
+
 REPO = Path(__file__).resolve().parents[1]
 SRC_DIR = Path(__file__).resolve().parent / "notebook_src"
 COURSE_DIR = Path(__file__).resolve().parent / "course"
@@ -478,7 +480,7 @@ def generate_release(lab: str, notebook_text: str | None = None) -> str:
         (source / f"{lab}.ipynb").write_text(text)
         command = [sys.executable, "-m", "nbgrader", "generate_assignment", lab, "--force",
                    f"--CourseDirectory.db_url=sqlite:///{Path(tmp) / 'gradebook.db'}"]
-        result = subprocess.run(command, cwd=course, capture_output=True, text=True)
+        result = subprocess.run(command, cwd=course, capture_output=True, text=True, env=tool_env())
         released = course / "release" / lab / f"{lab}.ipynb"
         if result.returncode != 0 or not released.exists():
             raise RuntimeError(f"nbgrader generate_assignment {lab} failed:\n{result.stdout}\n{result.stderr}")

@@ -30,6 +30,8 @@ LAB = "lab1_retrieval"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "submissions"))
 
+from autograder.nbgrader_cli import tool_env  # noqa: E402
+
 
 def make_submissions(root: Path, n: int) -> Path:
     import build
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
     n = 2 if args.smoke else args.n
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="grading-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "LABTOOLS_FAST": "1"}
+    env = tool_env(PYTHONPATH=str(REPO), LABTOOLS_FAST="1")
     try:
         submissions = make_submissions(work / "submissions", n)
         stock = stock_nbgrader(submissions, work, env)

@@ -31,6 +31,8 @@ import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from autograder.nbgrader_cli import tool_env
+
 REPO = Path(__file__).resolve().parents[2]
 COURSE = REPO / "autograder" / "course"
 PIPELINE = """
@@ -56,48 +58,97 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80] or "student"
 
 
-def collect(lab: str, submissions: Path, scratch: Path) -> list[tuple[str, Path, list[str]]]:
-    """``(student, folder with the notebook and its files, notes)`` for each submission."""
-    if submissions.is_file() and zipfile.is_zipfile(submissions):
-        target = scratch / "unzipped"
-        with zipfile.ZipFile(submissions) as archive:
-            for member in archive.infolist():
-                name = Path(member.filename)
-                if member.is_dir() or name.is_absolute() or ".." in name.parts or member.file_size > 500_000_000:
-                    continue
-                out = target / name
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(member) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-        submissions = target
-        roots = [p for p in target.iterdir() if p.is_dir()]
-        loose = [p for p in target.iterdir() if p.is_file()]
-        found = []
-        for folder in roots:
-            found.append(_one(lab, folder.name, folder))
-        by_prefix: dict[str, list[Path]] = {}
-        for f in loose:  # LMS style: <student>_<anything>.<ext>
-            by_prefix.setdefault(f.name.split("_")[0], []).append(f)
-        for student, files in by_prefix.items():
-            folder = scratch / "loose" / _safe_name(student)
-            folder.mkdir(parents=True, exist_ok=True)
-            for f in files:
-                rest = f.name[len(student) + 1:] or f.name
-                shutil.copy(f, folder / (rest if not rest.endswith(".ipynb") else rest))
-            found.append(_one(lab, student, folder))
-        return [f for f in found if f]
-    if (submissions / "submitted").is_dir():
-        submissions = submissions / "submitted"
+#: Limits on an LMS archive: a bigger member or a bigger whole is refused, not unpacked.
+MAX_MEMBER_BYTES = 500_000_000
+MAX_ARCHIVE_BYTES = 5_000_000_000
+#: Moodle names each student's folder ``Full Name_<id>_assignsubmission_file_``.
+MOODLE_FOLDER = re.compile(r"^(?P<student>.+?)_\d+_assignsubmission_[a-z]+_?$")
+#: Canvas names each file ``<login>_[LATE_]<id>_<id>_<original name>`` (``-1`` before a resubmission's suffix).
+CANVAS_FILE = re.compile(r"^(?P<student>[^_]+)_(?:LATE_)?\d+_\d+_(?P<name>.+)$")
+
+
+def collect(lab: str, submissions: Path, scratch: Path) -> list[tuple[str, Path, list[str], Path | None]]:
+    """``(student, folder with the notebook and its files, notes, notebook or None)`` per submission.
+
+    ``submissions`` is nbgrader's ``submitted/`` folder (or its parent), a folder of student folders,
+    or a zip archive of either, or an LMS export (Moodle: a folder per student; Canvas: loose files
+    prefixed with the student's login and ids).
+    """
+    if submissions.is_file():
+        if not zipfile.is_zipfile(submissions):
+            raise SystemExit(f"{submissions} is neither a folder nor a zip archive of submissions")
+        submissions = _unzip(submissions, scratch / "unzipped")
+        if _nbgrader_root(submissions, lab) is None:
+            return _collect_lms(lab, submissions, scratch)
+    if not submissions.is_dir():
+        raise SystemExit(f"no submissions folder {submissions}")
+    root = _nbgrader_root(submissions, lab) or submissions
     found = []
-    for student_dir in sorted(p for p in submissions.iterdir() if p.is_dir()):
+    for student_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         folder = student_dir / lab if (student_dir / lab).is_dir() else student_dir
-        item = _one(lab, student_dir.name, folder)
-        if item:
-            found.append(item)
+        found.append(_one(lab, student_dir.name, folder))
     return found
 
 
-def _one(lab: str, student: str, folder: Path):
+def _unzip(archive_path: Path, target: Path) -> Path:
+    """Extract the regular files of an archive into ``target``, refusing paths that leave it."""
+    with zipfile.ZipFile(archive_path) as archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        if sum(m.file_size for m in members) > MAX_ARCHIVE_BYTES:
+            raise SystemExit(f"{archive_path} unpacks to more than {MAX_ARCHIVE_BYTES / 1e9:g} GB: refused")
+        for member in members:
+            name = Path(member.filename)
+            is_link = (member.external_attr >> 16) & 0o170000 == 0o120000
+            if (name.is_absolute() or ".." in name.parts or "__MACOSX" in name.parts or name.name.startswith("._")
+                    or is_link or member.file_size > MAX_MEMBER_BYTES):
+                continue
+            out = target / name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _nbgrader_root(folder: Path, lab: str) -> Path | None:
+    """The folder of student folders in nbgrader's layout under ``folder``, if it is one."""
+    for candidate in (folder / "submitted", folder):
+        if candidate.is_dir() and any((d / lab).is_dir() for d in candidate.iterdir() if d.is_dir()):
+            return candidate
+    entries = [p for p in folder.iterdir()]
+    if len(entries) == 1 and entries[0].is_dir():  # an archive of one top folder
+        return _nbgrader_root(entries[0], lab)
+    return None
+
+
+def _collect_lms(lab: str, root: Path, scratch: Path) -> list[tuple[str, Path, list[str], Path | None]]:
+    """Submissions of a Moodle or Canvas export: one folder (files renamed back) per student."""
+    files: dict[str, list[tuple[Path, str]]] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir():
+            match = MOODLE_FOLDER.match(entry.name)
+            student = match["student"] if match else entry.name
+            files.setdefault(student, []).extend((f, str(f.relative_to(entry))) for f in entry.rglob("*")
+                                                 if f.is_file())
+            continue
+        match = CANVAS_FILE.match(entry.name)
+        if match:
+            student, name = match["student"], re.sub(r"-\d+(\.[A-Za-z0-9]+)$", r"\1", match["name"])
+        else:
+            student, _, name = entry.name.partition("_")
+        files.setdefault(student, []).append((entry, name or entry.name))
+    found = []
+    for student, members in files.items():
+        folder = scratch / "lms" / _safe_name(student)
+        for source, name in members:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, folder / name)
+        found.append(_one(lab, student, folder))
+    return found
+
+
+def _one(lab: str, student: str, folder: Path) -> tuple[str, Path, list[str], Path | None]:
+    """The notebook of one student's folder: ``<lab>.ipynb``, else the only notebook there."""
     notes = []
     notebooks = sorted(folder.rglob("*.ipynb"))
     notebooks = [n for n in notebooks if ".ipynb_checkpoints" not in n.parts]
@@ -121,7 +172,7 @@ def prepare_base(lab: str, course: Path, out: Path) -> Path:
     shutil.copytree(course / "source" / lab, base / "source" / lab)
     run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", lab, "--force",
                           "--CourseDirectory.root=" + str(base)], cwd=base, capture_output=True, text=True,
-                         timeout=600)
+                         timeout=600, env=tool_env())
     if run.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
     return base
@@ -165,7 +216,7 @@ def grade_one(lab: str, student: str, folder: str, notebook: str | None, notes: 
         config.write(PIPELINE.format(timeout=10 if hung else int(min(120, max(15, time_limit / 4))), budget=max(20, int(left * 0.7)),
                                      results=str(results_path)))
     log = []
-    env = {**os.environ, "LABTOOLS_FAST": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = tool_env(LABTOOLS_FAST="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     if notebook:
         command = [sys.executable, "-m", "autograder.grading.nbrun", lab, student]  # autograde + generate_feedback
         try:
