@@ -75,3 +75,20 @@ def test_resume_refuses_a_checkpoint_of_another_loss(tmp_path):
     with pytest.raises(ValueError, match="trained with 'ce', not 'triplet'"):
         fit(ConvNet(), small_set(60), loss_fn, loss_name="triplet", epochs=2, batch_size=30,
             checkpoint=tmp_path / "x.pt", progress=False)
+
+
+def test_checkpoint_script_trains_exactly_as_the_lab2_solution(tmp_path):
+    """The card of mnist_triplet is the run of the Lab 2 solution's schedule: same batches, same weights."""
+    from autograder.checkpoints import CONFIGS
+
+    config = CONFIGS["mnist_triplet"]
+    torch.manual_seed(0)
+    script = ConvNet()
+    fit(script, small_set(), config.loss_fn, loss_name=config.loss, epochs=2, lr=config.lr,
+        momentum=config.momentum, batch_size=50, seed=config.seed, progress=False)
+    torch.manual_seed(0)
+    solution = ConvNet()
+    train_triplets(solution, small_set(), epochs=2, lr=config.lr, batch_size=50, checkpoint=None, device="cpu",
+                   seed=config.seed, alpha=config.hyperparameters["alpha"])
+    for a, b in zip(script.state_dict().values(), solution.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5)
