@@ -1,11 +1,13 @@
 """The one training loop of the instructor side: SGD over shuffled batches, checkpoint each epoch.
 
-Every reference checkpoint and the reference ``train_triplets`` go through :func:`fit`; the loss
-is the only thing that differs between runs.
+Every reference checkpoint and the reference ``train_triplets`` go through :func:`fit`; what
+differs between runs is the loss and, optionally, the learning-rate schedule and class-balanced
+batches.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -14,10 +16,50 @@ import torch
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from labtools.data import DeviceLoader
+from labtools.data import BalancedBatchSampler, DeviceLoader
 from labtools.models import ConvNet, load_checkpoint, save_checkpoint
 
 LossFn = Callable[[ConvNet, torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: Learning-rate schedules: what :func:`scheduled_lr` sets in epoch e of E, from the base lr.
+SCHEDULES = {
+    "constant": "lr in every epoch",
+    "cosine": "lr (1 + cos(pi (e - 1) / E)) / 2 in epoch e = 1..E: from lr down to nearly 0",
+}
+
+
+def scheduled_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of epoch ``epoch`` (1-based) of ``epochs`` under ``schedule`` (see :data:`SCHEDULES`)."""
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return lr * (1 + math.cos(math.pi * (epoch - 1) / epochs)) / 2
+    raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+
+
+class BalancedLoader(DeviceLoader):
+    """Class-balanced batches of a device-resident dataset: ``classes_per_batch`` classes x
+    ``samples_per_class`` images, as :class:`labtools.data.BalancedBatchSampler` draws them.
+
+    Yields ``(images [P * K, ...], labels [P * K])`` with the K images of a class consecutive.
+    Epoch e is drawn with the seed ``seed + e``, like :class:`DeviceLoader`'s order, so a resumed
+    run (:meth:`set_epoch`) draws the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes_per_batch: int, samples_per_class: int,
+                 device: str | torch.device | None = None, seed: int = 0):
+        super().__init__(images, labels, batch_size=classes_per_batch * samples_per_class, device=device, seed=seed)
+        self.sampler = BalancedBatchSampler(labels.cpu(), classes_per_batch, samples_per_class, seed=seed)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        self.sampler.generator.manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        for batch in self.sampler:
+            index = torch.as_tensor(batch, device=self.device)
+            yield self.images[index], self.labels[index]
 
 
 @torch.no_grad()
@@ -46,6 +88,8 @@ def fit(
     lr: float = 0.01,
     momentum: float = 0.9,
     batch_size: int = 100,
+    schedule: str = "constant",
+    samples_per_class: int | None = None,
     checkpoint: str | Path | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
@@ -54,16 +98,19 @@ def fit(
 ) -> dict[str, list[float]]:
     """Train ``net`` for ``epochs`` epochs of SGD; ``loss_fn(net, images, labels)`` gives a batch's loss.
 
-    Batches of ``batch_size`` are drawn without replacement (seeded by ``seed`` and the epoch).
+    Batches of ``batch_size`` are drawn without replacement (seeded by ``seed`` and the epoch), or,
+    with ``samples_per_class`` K, are class-balanced: ``batch_size // K`` classes x K images
+    (:class:`BalancedLoader`). The learning rate of each epoch follows ``schedule`` (:data:`SCHEDULES`).
     After every epoch it prints the epoch's total loss and saves ``net``, the optimizer and the
     history to ``checkpoint``; when ``checkpoint`` exists it resumes from the epoch stored there.
     Returns the history: "loss" (mean over batches), "loss_total" (sum), "epoch_s" (seconds per
-    epoch), and "val_accuracy" when ``val_set`` is given.
+    epoch), "lr" (learning rate of each epoch), and "val_accuracy" when ``val_set`` is given.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     net.to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
-    history: dict[str, list[float]] = {"loss": [], "loss_total": [], "epoch_s": []}
+    lrs = [scheduled_lr(lr, schedule, epoch, epochs) for epoch in range(1, epochs + 1)]
+    history: dict[str, list[float]] = {"loss": [], "loss_total": [], "epoch_s": [], "lr": []}
     if val_set is not None:
         history["val_accuracy"] = []
     done = 0
@@ -76,11 +123,19 @@ def fit(
         history.update(record.get("history", {}))
         done = int(record.get("epochs", 0))
         print(f"resuming from {checkpoint} after epoch {done}")
-    loader = DeviceLoader.from_dataset(train_set, batch_size=batch_size, device=device, seed=seed)
+    if samples_per_class is None:
+        loader = DeviceLoader.from_dataset(train_set, batch_size=batch_size, device=device, seed=seed)
+    else:
+        if batch_size % samples_per_class:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of samples_per_class {samples_per_class}")
+        loader = BalancedLoader(*train_set.tensors, batch_size // samples_per_class, samples_per_class,
+                                device=device, seed=seed)
     loader.set_epoch(done)
     net.train()
     for epoch in range(done + 1, epochs + 1):
         started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lrs[epoch - 1]
         total = torch.zeros((), device=device)
         for images, labels in tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False):
             loss = loss_fn(net, images, labels)
@@ -91,6 +146,7 @@ def fit(
         history["loss_total"].append(total.item())
         history["loss"].append(total.item() / len(loader))
         history["epoch_s"].append(time.perf_counter() - started)
+        history["lr"].append(optimizer.param_groups[0]["lr"])
         message = f"epoch {epoch}/{epochs}: total {loss_name} loss {total.item():.4f}"
         if val_set is not None:
             history["val_accuracy"].append(accuracy(net, val_set))
