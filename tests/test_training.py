@@ -92,3 +92,68 @@ def test_checkpoint_script_trains_exactly_as_the_lab2_solution(tmp_path):
                    seed=config.seed, alpha=config.hyperparameters["alpha"])
     for a, b in zip(script.state_dict().values(), solution.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def cross_entropy(net, images, labels):
+    return torch.nn.functional.cross_entropy(net(images), labels)
+
+
+def test_balanced_batches_have_k_images_of_each_of_p_classes():
+    seen = []
+
+    def loss_fn(net, images, labels):
+        seen.append(labels)
+        return cross_entropy(net, images, labels)
+
+    fit(ConvNet(), small_set(), loss_fn, loss_name="ce", epochs=2, batch_size=40, samples_per_class=4, progress=False)
+    assert len(seen) == 2 * (200 // 40)
+    for labels in seen:
+        assert labels.tolist() == labels[::4].repeat_interleave(4).tolist()  # 4 consecutive images per class
+        assert len(set(labels[::4].tolist())) == 10
+    assert not torch.equal(torch.stack(seen[:5]), torch.stack(seen[5:]))  # each epoch draws anew
+    with pytest.raises(ValueError, match="not a multiple of samples_per_class"):
+        fit(ConvNet(), small_set(), loss_fn, loss_name="ce", epochs=1, batch_size=30, samples_per_class=4)
+
+
+def test_cosine_schedule_sets_the_lr_of_each_epoch(tmp_path):
+    history = fit(ConvNet(), small_set(100), cross_entropy, loss_name="ce", epochs=4, lr=0.1, batch_size=50,
+                  schedule="cosine", checkpoint=tmp_path / "ce.pt", progress=False)
+    assert history["lr"] == pytest.approx([0.1, 0.1 * (1 + 2**-0.5) / 2, 0.05, 0.1 * (1 - 2**-0.5) / 2])
+    _, record = load_checkpoint(tmp_path / "ce.pt")
+    assert record["optimizer"]["param_groups"][0]["lr"] == pytest.approx(history["lr"][-1])
+    constant = fit(ConvNet(), small_set(100), cross_entropy, loss_name="ce", epochs=2, lr=0.1, batch_size=50,
+                   progress=False)
+    assert constant["lr"] == [0.1, 0.1]
+    with pytest.raises(ValueError, match="unknown schedule 'step'"):
+        fit(ConvNet(), small_set(100), cross_entropy, loss_name="ce", epochs=1, schedule="step")
+
+
+def test_resumed_training_with_schedule_and_balanced_batches_equals_uninterrupted_training(tmp_path):
+    options = dict(loss_name="ce", epochs=3, lr=0.05, batch_size=50, schedule="cosine", samples_per_class=5,
+                   seed=3, progress=False)
+    torch.manual_seed(0)
+    straight = ConvNet()
+    fit(straight, small_set(), cross_entropy, **options)
+    torch.manual_seed(0)
+    interrupted = ConvNet()
+    fit(interrupted, small_set(), cross_entropy, **{**options, "epochs": 1}, checkpoint=tmp_path / "ce.pt")
+    again = ConvNet()
+    history = fit(again, small_set(), cross_entropy, **options, checkpoint=tmp_path / "ce.pt")
+    assert len(history["lr"]) == 3
+    for a, b in zip(straight.state_dict().values(), again.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fashion_classifier", "fashion_triplet", "fashion_smoothap"])
+def test_fashion_configs_train_and_their_cards_state_the_choices(name, tmp_path, monkeypatch):
+    import autograder.checkpoints as checkpoints
+
+    config = checkpoints.CONFIGS[name]
+    monkeypatch.setattr(checkpoints, "train_val_split", lambda dataset, root=None: (small_set(), small_set(50)))
+    monkeypatch.setattr(checkpoints, "measure_scores", lambda *args, **kwargs: {"map_100": 0.0})
+    card = checkpoints.train_checkpoint(name, epochs=1, device="cpu", out=tmp_path, progress=False)
+    assert card["dataset"] == "FashionMNIST" and card["schedule"].startswith("cosine: ")
+    assert card["hyperparameters"] == config.hyperparameters and card["optimizer"]["lr"] == config.lr
+    assert card["sampler"].startswith("uniform" if config.samples_per_class is None else "class-balanced: 10 classes x 10")
+    _, record = load_checkpoint(tmp_path / f"{name}.pt")
+    assert record["loss"] == config.loss and len(record["history"]["loss"]) == 1
