@@ -38,8 +38,11 @@ def reference_code() -> dict[str, str]:
 
 
 def snippet_functions(path: Path) -> dict[str, str]:
-    """The top-level functions of a snippet file by name (with the snippet's imports in front)."""
-    text = path.read_text()
+    """The top-level functions of a snippet file by name (with the snippet's imports in front).
+
+    ``@REPO@`` in a snippet stands for this checkout's root (hostile snippets aim at its files).
+    """
+    text = path.read_text().replace("@REPO@", str(REPO))
     tree = ast.parse(text)
     imports = "".join(ast.get_source_segment(text, n) + "\n" for n in tree.body
                       if isinstance(n, (ast.Import, ast.ImportFrom)))
@@ -95,10 +98,12 @@ def make_course(root: Path, labs=("lab1_retrieval", "lab2_triplet")) -> Path:
 
 
 def student_notebook(lab: str, replace: dict[str, str] | None = None, course: Path | None = None):
-    """A submission: the source notebook with each solution cell holding the reference's code, or the
-    code of ``replace`` for the functions it names."""
-    course_nb = (course / "source" / lab / f"{lab}.ipynb") if course else None
-    nb = nbformat.read(course_nb, as_version=4) if course_nb and course_nb.is_file() else source_notebook(lab)
+    """A submission: the released notebook (else the course's source notebook, else a fixture) with
+    each solution code cell holding the reference's code, or the code of ``replace`` for the
+    functions it names. Starting from the release keeps the metadata a real student submits."""
+    candidates = [REPO / "notebooks" / f"{lab}.ipynb"] + ([course / "source" / lab / f"{lab}.ipynb"] if course else [])
+    found = next((path for path in candidates if path.is_file()), None)
+    nb = nbformat.read(found, as_version=4) if found else source_notebook(lab)
     code = {**reference_code(), **(replace or {})}
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})

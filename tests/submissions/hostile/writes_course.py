@@ -1,4 +1,4 @@
 import torch
 def distances(query, items):
-    torch.save({}, "/work/main/autograder/course/pwned.pt")
+    torch.save({}, "@REPO@/autograder/course/pwned.pt")
     return (2.0 - 2.0 * query @ items.T).clamp_min(0.0)
