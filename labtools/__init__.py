@@ -1,7 +1,9 @@
 """labtools: the helpers students import in the metric-learning labs.
 
 Modules: :mod:`labtools.data` (datasets, samplers, loaders), :mod:`labtools.models` (ConvNet,
-features, checkpoints), :mod:`labtools.viz` (figures), :mod:`labtools.tsne` (t-SNE plots).
+features, checkpoints), :mod:`labtools.viz` (figures), :mod:`labtools.tsne` (t-SNE plots),
+:mod:`labtools.neighbors` (k-nearest-neighbour search), :mod:`labtools.metrics` (R-precision,
+MAP@R), :mod:`labtools.losses` (the losses Lab 4 provides), :mod:`labtools.validate` (input checks).
 It holds no solution of a graded function.
 """
 
