@@ -1,0 +1,321 @@
+"""The Lab 4 reference metrics (autograder.reference.lab4) and the provided ones (labtools.metrics),
+each against an independent implementation: loops over the definition, scikit-learn and
+pytorch-metric-learning's AccuracyCalculator. The data are random floats: no two distances tie.
+"""
+
+import inspect
+from collections import Counter
+
+import pytest
+import torch
+
+from autograder.reference import lab4
+from autograder.reference.lab4 import f1, kmeans, nmi, precision_at_1, recall_at_k
+from labtools.checks import loop_violations
+from labtools.metrics import map_at_r, r_precision
+
+KS = (1, 2, 4, 8, 16, 32)
+
+
+def unit_rows(n, d=16, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=dtype), dim=1)
+
+
+def random_labels(n, classes, seed=0):
+    return torch.randint(classes, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def blobs(classes=5, per_class=20, d=8, spread=0.05, seed=0):
+    """Well-separated clusters: a random center per class plus small noise, labels by class."""
+    g = torch.Generator().manual_seed(seed)
+    centers = 3 * torch.eye(d, dtype=torch.float64)[:classes]
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    features = centers[labels] + spread * torch.randn(classes * per_class, d, generator=g, dtype=torch.float64)
+    order = torch.randperm(len(labels), generator=g)
+    return features[order], labels[order]
+
+
+def accuracy_calculator():
+    calculators = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator")
+    return calculators.AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), device=torch.device("cpu"))
+
+
+# ----------------------------------------------------------------------------- Recall@K
+
+
+def loop_recall(features, labels, ks):
+    """The definition, query by query: hit at K when one of the K nearest others has the label."""
+    dist = ((features[:, None, :] - features[None, :, :]) ** 2).sum(dim=2)
+    labels = labels.tolist()
+    hits = {k: [] for k in ks}
+    for q in range(len(labels)):
+        others = [j for j in dist[q].argsort(stable=True).tolist() if j != q]
+        if not any(labels[j] == labels[q] for j in others):
+            continue
+        for k in ks:
+            hits[k].append(any(labels[j] == labels[q] for j in others[:k]))
+    return {k: sum(h) / len(h) for k, h in hits.items()}
+
+
+def recall_with_the_query(features, labels, ks):
+    """Deliberately wrong: the query ranks among its own neighbours."""
+    dist = ((features[:, None, :] - features[None, :, :]) ** 2).sum(dim=2)
+    order = dist.argsort(dim=1, stable=True)
+    return {k: (labels[order[:, :k]] == labels[:, None]).any(dim=1).double().mean().item() for k in ks}
+
+
+@pytest.mark.parametrize("n,classes,seed", [(120, 4, 0), (200, 30, 1), (64, 64 // 3, 2)])
+def test_recall_equals_the_definition(n, classes, seed):
+    features, labels = unit_rows(n, seed=seed), random_labels(n, classes, seed)
+    expected = loop_recall(features, labels, KS)
+    assert recall_at_k(features, labels, KS) == pytest.approx(expected, abs=1e-12)
+    single = recall_at_k(features.float(), labels)
+    assert list(single) == list(KS) and single == pytest.approx(expected, abs=1e-6)
+    wrong = recall_with_the_query(features, labels, KS)
+    assert wrong[1] == 1.0 and abs(wrong[1] - expected[1]) > 0.1  # the check above tells them apart
+
+
+def test_recall_equals_scikit_learn_neighbours():
+    """scikit-learn's exact k-NN (Euclidean distance: the same order) finds the K nearest others
+    (n_neighbors=K with X=None leaves each point out of its own neighbours)."""
+    neighbors = pytest.importorskip("sklearn.neighbors")
+    features, labels = unit_rows(150, seed=3), random_labels(150, 12, seed=3)
+    has_positive = (labels[:, None] == labels[None, :]).sum(dim=1) > 1
+    index = torch.from_numpy(neighbors.NearestNeighbors(n_neighbors=max(KS)).fit(features.numpy()).kneighbors()[1])
+    hit = (labels[index] == labels[:, None])[has_positive]  # [M, 32]
+    expected = {k: hit[:, :k].any(dim=1).double().mean().item() for k in KS}
+    assert recall_at_k(features, labels) == pytest.approx(expected, abs=1e-12)
+
+
+def test_recall_at_1_is_leave_one_out_precision_at_1_of_pytorch_metric_learning():
+    """AccuracyCalculator with reference=None ranks each query against the others
+    (ref_includes_query) and, like recall_at_k, leaves out queries whose label no other item has."""
+    features, labels = unit_rows(300, seed=4, dtype=torch.float32), random_labels(300, 40, seed=4)
+    labels[:3] = torch.tensor([100, 101, 102])  # three singletons
+    theirs = accuracy_calculator().get_accuracy(features, labels)
+    assert recall_at_k(features, labels, (1,))[1] == pytest.approx(theirs["precision_at_1"], abs=1e-9)
+
+
+def test_recall_ties_with_the_nearest_positive_count_for_it():
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [-0.6, -0.8]])
+    labels = torch.tensor([0, 1, 0, 2])
+    # query 0 has item 1 (a negative) and item 2 (its positive) both at distance 2: a hit at K = 1;
+    # query 2 has item 3 (a negative) nearer than its positive: a hit at K = 2 only
+    assert recall_at_k(features, labels, (1, 2)) == {1: 0.5, 2: 1.0}
+
+
+# ----------------------------------------------------------------------------- Precision@1
+
+
+def loop_precision(query, query_labels, ref, ref_labels, n):
+    dist = ((query[:, None, :] - ref[None, :, :]) ** 2).sum(dim=2)
+    correct = 0
+    for q in range(len(query)):
+        votes = ref_labels[dist[q].argsort(stable=True)[:n]].tolist()
+        counts = Counter(votes)
+        best = max(counts.values())
+        predicted = next(v for v in votes if counts[v] == best)  # the nearest of the most voted
+        correct += predicted == query_labels[q].item()
+    return correct / len(query)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 10])
+def test_precision_equals_the_definition(n):
+    query, ref = unit_rows(80, d=6, seed=5), unit_rows(300, d=6, seed=6)
+    query_labels, ref_labels = random_labels(80, 5, seed=5), random_labels(300, 5, seed=6)
+    expected = loop_precision(query, query_labels, ref, ref_labels, n)
+    assert precision_at_1(query, query_labels, ref, ref_labels, n=n) == pytest.approx(expected, abs=1e-12)
+
+
+def test_precision_ties_between_labels_go_to_the_nearest():
+    query = torch.tensor([[1.0, 0.0]])
+    angles = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    ref = torch.stack([angles.cos(), angles.sin()], dim=1)  # increasingly far from the query
+    assert precision_at_1(query, torch.tensor([7]), ref, torch.tensor([7, 3, 3, 7, 5]), n=4) == 1.0
+    assert precision_at_1(query, torch.tensor([3]), ref, torch.tensor([7, 3, 3, 7, 5]), n=4) == 0.0
+    assert precision_at_1(query, torch.tensor([3]), ref, torch.tensor([7, 3, 5, 3, 7]), n=4) == 1.0  # 3 has two votes
+
+
+def test_precision_at_1_equals_pytorch_metric_learning():
+    query, ref = unit_rows(200, seed=7, dtype=torch.float32), unit_rows(500, seed=8, dtype=torch.float32)
+    query_labels, ref_labels = random_labels(200, 10, seed=7), random_labels(500, 10, seed=8)
+    theirs = accuracy_calculator().get_accuracy(query, query_labels, ref, ref_labels)
+    ours = precision_at_1(query, query_labels, ref, ref_labels)
+    assert ours == pytest.approx(theirs["precision_at_1"], abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- R-precision, MAP@R
+
+
+def loop_r_metrics(features, labels):
+    dist = ((features[:, None, :] - features[None, :, :]) ** 2).sum(dim=2)
+    labels = labels.tolist()
+    r_precisions, average_precisions = [], []
+    for q in range(len(labels)):
+        others = [j for j in dist[q].argsort(stable=True).tolist() if j != q]
+        r = sum(labels[j] == labels[q] for j in others)
+        if r == 0:
+            continue
+        relevant = [float(labels[j] == labels[q]) for j in others[:r]]
+        r_precisions.append(sum(relevant) / r)
+        average_precisions.append(sum(rel * sum(relevant[:i + 1]) / (i + 1) for i, rel in enumerate(relevant)) / r)
+    return sum(r_precisions) / len(r_precisions), sum(average_precisions) / len(average_precisions)
+
+
+def test_r_precision_and_map_at_r_equal_the_definition_and_pytorch_metric_learning():
+    features, labels = unit_rows(250, seed=9, dtype=torch.float32), random_labels(250, 15, seed=9)
+    labels[:2] = torch.tensor([100, 101])  # singletons, left out by both
+    expected_r, expected_map = loop_r_metrics(features.double(), labels)
+    theirs = accuracy_calculator().get_accuracy(features, labels)
+    assert r_precision(features, labels) == pytest.approx(expected_r, abs=1e-6)
+    assert r_precision(features, labels) == pytest.approx(theirs["r_precision"], abs=1e-9)
+    assert map_at_r(features, labels) == pytest.approx(expected_map, abs=1e-6)
+    assert map_at_r(features, labels) == pytest.approx(theirs["mean_average_precision_at_r"], abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- k-means, NMI, F1
+
+
+def inertia(features, assignments):
+    one_hot = torch.nn.functional.one_hot(assignments).to(features.dtype)
+    centers = one_hot.T @ features / one_hot.sum(dim=0)[:, None].clamp_min(1)
+    return ((features - centers[assignments]) ** 2).sum().item()
+
+
+@pytest.fixture
+def one_thread():
+    """scikit-learn's k-means on one thread: on a busy two-core machine OpenMP threads wait on each other."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(1):
+        yield
+
+
+def test_kmeans_finds_well_separated_clusters_like_scikit_learn(one_thread):
+    cluster = pytest.importorskip("sklearn.cluster")
+    from sklearn.metrics import adjusted_rand_score
+
+    features, labels = blobs(seed=10)
+    ours = kmeans(features, 5, seed=0)
+    theirs = cluster.KMeans(5, n_init=10, random_state=0).fit(features.numpy())
+    assert adjusted_rand_score(labels.numpy(), ours.numpy()) == 1.0
+    assert adjusted_rand_score(theirs.labels_, ours.numpy()) == 1.0
+    assert inertia(features, ours) == pytest.approx(theirs.inertia_, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kmeans_converges_to_a_good_local_minimum(seed, one_thread):
+    cluster = pytest.importorskip("sklearn.cluster")
+    features = unit_rows(300, d=8, seed=seed)
+    ours = kmeans(features, 10, seed=seed)
+    assert torch.equal(ours, kmeans(features, 10, seed=seed))  # seeded
+    assert ours.unique().tolist() == list(range(10))
+    # a fixed point of Lloyd's steps: started from our centers, scikit-learn changes nothing
+    one_hot = torch.nn.functional.one_hot(ours).double()
+    centers = (one_hot.T @ features / one_hot.sum(dim=0)[:, None]).numpy()
+    refit = cluster.KMeans(10, init=centers, n_init=1).fit(features.numpy())
+    assert (refit.labels_ == ours.numpy()).all()
+    best = cluster.KMeans(10, n_init=10, random_state=seed).fit(features.numpy())
+    assert inertia(features, ours) <= 1.05 * best.inertia_
+
+
+@pytest.mark.parametrize("num_clusters", [None, 3, 12])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nmi_equals_scikit_learn_on_the_same_clusters(num_clusters, seed):
+    metrics = pytest.importorskip("sklearn.metrics")
+    features, labels = unit_rows(200, d=8, seed=seed), random_labels(200, 6, seed=seed) * 10  # labels 0, 10, ..., 50
+    clusters = kmeans(features, num_clusters or 6, seed=seed)
+    expected = metrics.normalized_mutual_info_score(labels.numpy(), clusters.numpy())
+    assert nmi(features, labels, num_clusters, seed) == pytest.approx(expected, abs=1e-12)
+    by_max = metrics.normalized_mutual_info_score(labels.numpy(), clusters.numpy(), average_method="max")
+    assert abs(by_max - expected) > 1e-6  # another normalization would fail the check above
+
+
+def test_nmi_is_one_on_well_separated_clusters_as_in_pytorch_metric_learning():
+    calculators = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator")
+    features, labels = blobs(seed=11)
+    assert nmi(features, labels) == pytest.approx(1.0, abs=1e-12)
+    theirs = calculators.AccuracyCalculator(include=("NMI",), device=torch.device("cpu")).get_accuracy(
+        features.float(), labels)
+    assert theirs["NMI"] == pytest.approx(1.0, abs=1e-9)
+    assert nmi(features[:1].repeat(4, 1), torch.zeros(4, dtype=torch.long)) == 1.0  # one class, one cluster
+
+
+def loop_f1(labels, clusters):
+    both = same_label = same_cluster = 0
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            label, cluster = labels[i] == labels[j], clusters[i] == clusters[j]
+            both, same_label, same_cluster = both + (label and cluster), same_label + label, same_cluster + cluster
+    precision, recall = both / same_cluster, both / same_label
+    return 2 * precision * recall / (precision + recall)
+
+
+def f1_with_ordered_pairs(labels, clusters):
+    """Deliberately wrong: counts every item as paired with itself, n^2 instead of n(n-1)/2."""
+    table = torch.zeros(int(labels.max()) + 1, int(clusters.max()) + 1).index_put_(
+        (labels, clusters), torch.tensor(1.0), accumulate=True)
+    return (2 * (table ** 2).sum() / ((table.sum(1) ** 2).sum() + (table.sum(0) ** 2).sum())).item()
+
+
+@pytest.mark.parametrize("num_clusters", [None, 4, 9])
+def test_f1_equals_pair_counts_and_scikit_learn(num_clusters):
+    metrics = pytest.importorskip("sklearn.metrics.cluster")
+    features, labels = unit_rows(120, d=6, seed=12), random_labels(120, 6, seed=12)
+    clusters = kmeans(features, num_clusters or 6, seed=0)
+    expected = loop_f1(labels.tolist(), clusters.tolist())
+    assert f1(features, labels, num_clusters) == pytest.approx(expected, abs=1e-12)
+    pairs = metrics.pair_confusion_matrix(labels.numpy(), clusters.numpy())  # ordered pairs [[TN, FP], [FN, TP]]
+    precision = pairs[1, 1] / (pairs[1, 1] + pairs[0, 1])
+    recall = pairs[1, 1] / (pairs[1, 1] + pairs[1, 0])
+    from_pairs = 2 * precision * recall / (precision + recall)
+    assert f1(features, labels, num_clusters) == pytest.approx(from_pairs, abs=1e-12)
+    assert abs(f1_with_ordered_pairs(labels, clusters) - expected) > 1e-3  # the check can fail
+
+
+def test_f1_is_one_on_well_separated_clusters():
+    features, labels = blobs(seed=13)
+    assert f1(features, labels) == pytest.approx(1.0, abs=1e-12)
+    assert f1(features, labels, num_clusters=10) < 0.8  # classes split: recall drops
+
+
+# ----------------------------------------------------------------------------- loop-free, bad inputs
+
+
+@pytest.mark.parametrize("name", ["recall_at_k", "precision_at_1", "contingency_table", "nmi", "f1"])
+def test_loop_free(name):
+    problems = loop_violations(inspect.getsource(lab4), name)
+    # k-means loops over its seeding steps and Lloyd iterations, nothing else
+    assert all("(in the helper kmeans)" in problem for problem in problems), problems
+    assert loop_violations(inspect.getsource(lab4), "kmeans", allowed_for=2) == []
+
+
+ZEROS = {n: torch.zeros(n, dtype=torch.long) for n in (3, 4, 5)}
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: recall_at_k(torch.ones(4, 2).numpy(), ZEROS[4]), "features must be a torch tensor"),
+        (lambda: recall_at_k(torch.ones(4), ZEROS[4]), "shape \\[N, D\\]"),
+        (lambda: recall_at_k(torch.ones(4, 2, dtype=torch.long), ZEROS[4]), "float tensor"),
+        (lambda: recall_at_k(torch.full((4, 2), float("nan")), ZEROS[4]), "NaN"),
+        (lambda: recall_at_k(torch.ones(4, 2), ZEROS[4]), "L2-normalized"),
+        (lambda: recall_at_k(unit_rows(4), ZEROS[3]), "integer \\[4\\]"),
+        (lambda: recall_at_k(unit_rows(4), torch.zeros(4)), "integer \\[4\\]"),
+        (lambda: recall_at_k(unit_rows(4), ZEROS[4], (1, 4)), "ks must be .* 1..3"),
+        (lambda: recall_at_k(unit_rows(4), ZEROS[4], (1.5,)), "ks must be"),
+        (lambda: recall_at_k(unit_rows(4), torch.arange(4), (1,)), "no item shares its label"),
+        (lambda: precision_at_1(unit_rows(4), ZEROS[4], unit_rows(5, d=3), ZEROS[5]), "dimension"),
+        (lambda: precision_at_1(unit_rows(4), ZEROS[4], unit_rows(5), ZEROS[5], n=6), "n must be .* 1..5"),
+        (lambda: precision_at_1(unit_rows(4), ZEROS[4], unit_rows(5), ZEROS[4]), "ref_labels must be .* \\[5\\]"),
+        (lambda: kmeans(unit_rows(4), 0), "num_clusters must be .* 1..4"),
+        (lambda: kmeans(torch.ones(6, 2), 2), "num_clusters must be .* 1..1 \\(the distinct rows\\)"),
+        (lambda: nmi(unit_rows(4), ZEROS[4], num_clusters=5), "num_clusters must be"),
+        (lambda: f1(unit_rows(4), ZEROS[5]), "integer \\[4\\]"),
+    ],
+)
+def test_wrong_inputs_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
