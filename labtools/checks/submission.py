@@ -32,7 +32,8 @@ LAB_FUNCTIONS = {
 }
 
 #: Modules whose use is refused: library implementations of what the labs ask for, and the grader.
-FORBIDDEN_LIBRARIES = ("sklearn.metrics", "torchmetrics", "pytorch_metric_learning", "autograder", "faiss")
+FORBIDDEN_LIBRARIES = ("sklearn.metrics", "torchmetrics", "pytorch_metric_learning", "autograder", "faiss",
+                       "labtools.neighbors", "labtools.losses", "labtools.metrics")
 #: Escape hatches out of the checked code; ``os`` is allowed only as ``os.path``.
 FORBIDDEN_MODULES = (
     "sys", "os", "subprocess", "importlib", "builtins", "ctypes", "inspect", "gc", "pickle",

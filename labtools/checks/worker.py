@@ -29,6 +29,7 @@ BLOCKED_IMPORTS = (
     "sys", "os", "subprocess", "importlib", "builtins", "ctypes", "inspect", "gc", "pickle", "shutil",
     "socket", "signal", "threading", "multiprocessing", "marshal", "autograder", "sklearn.metrics",
     "torchmetrics", "pytorch_metric_learning", "faiss", "resource", "pty", "runpy", "code",
+    "labtools.neighbors", "labtools.losses", "labtools.metrics",
 )
 
 
