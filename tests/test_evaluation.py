@@ -18,6 +18,60 @@ def random_embedding(n=300, d=16, classes=7, seed=0):
     return features, torch.randint(classes, (n,), generator=g)
 
 
+def tied_embedding(n=200, classes=5, seed=0):
+    """n rows drawn from the 24 vertices of the 24-cell, (+-1, 0, 0, 0) and (+-1/2, +-1/2, +-1/2, +-1/2)
+    up to order: every distance is an exact integer 0..4 however it is computed, so ties abound."""
+    axes = torch.cat([torch.eye(4), -torch.eye(4)])
+    halves = torch.tensor([[(s >> k & 1) - 0.5 for k in range(4)] for s in range(16)])
+    vertices = torch.cat([axes, halves])
+    g = torch.Generator().manual_seed(seed)
+    return vertices[torch.randint(24, (n,), generator=g)], torch.randint(classes, (n,), generator=g)
+
+
+def exact_embedding(n=200, classes=5, seed=0):
+    """Rows v / 2048, v integer with |v| within 5e-4 of 2048: every product and distance is exact in
+    float32 however the product is blocked. Rows 1 and 2 copy row 0: a three-way tie for every query."""
+    g = torch.Generator().manual_seed(seed)
+    v = (torch.nn.functional.normalize(torch.randn(2 * n, 4, generator=g), dim=1) * 2048).round()
+    features = v[(v.norm(dim=1) / 2048 - 1).abs() < 5e-4][:n] / 2048
+    features[1:3] = features[0]
+    return features, torch.randint(classes, (n,), generator=g)
+
+
+def untie_results(monkeypatch):
+    """Record what evaluation._untie returns: True where it fixed ties, False where int64 keys took over."""
+    results, untie = [], evaluation._untie
+    monkeypatch.setattr(evaluation, "_untie", lambda *args: results.append(untie(*args)) or results[-1])
+    return results
+
+
+def brute_force_ap(features, labels):
+    """Per-query AP written out plainly: sort the others by (distance, index), walk down the ranking."""
+    dist = distances(features, features).tolist()
+    labels = labels.tolist()
+    aps = []
+    for q in range(len(labels)):
+        ranking = sorted((dist[q][j], j) for j in range(len(labels)) if j != q)
+        hits, total = 0, 0.0
+        for rank, (_, j) in enumerate(ranking, start=1):
+            if labels[j] == labels[q]:
+                hits += 1
+                total += hits / rank
+        aps.append(total / hits if hits else 0.0)
+    return torch.tensor(aps, dtype=torch.float64)
+
+
+def has_mixed_ties(features, labels):
+    """True when some query has a relevant and an irrelevant item at exactly the same distance."""
+    dist = distances(features, features)
+    same = labels[:, None] == labels[None, :]
+    for q in range(len(labels)):
+        positives = set(dist[q][same[q]].tolist())
+        if positives & set(dist[q][~same[q]].tolist()):
+            return True
+    return False
+
+
 def test_matches_scikit_learn_per_query_on_tie_free_data():
     features, labels = random_embedding()
     ap = full_ranking_ap(features, labels)
@@ -89,3 +143,78 @@ def test_top_k_excludes_the_query():
 def test_bad_embeddings_are_refused(features, labels, error, match):
     with pytest.raises(error, match=match):
         full_ranking_ap(features, labels)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_equals_brute_force_without_ties(dtype):
+    features, labels = random_embedding(n=150)
+    features = features.to(dtype)
+    assert torch.allclose(full_ranking_ap(features, labels), brute_force_ap(features, labels), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_equals_brute_force_with_ties_broken_by_index(dtype):
+    features, labels = tied_embedding()
+    features = features.to(dtype)
+    assert has_mixed_ties(features, labels)
+    assert torch.allclose(full_ranking_ap(features, labels), brute_force_ap(features, labels), rtol=0, atol=1e-12)
+
+
+def test_ties_follow_the_item_index():
+    # four identical items: query 0 sees 1 (class 1), 2 (class 0), 3 (class 0) all at distance 0.
+    features = torch.nn.functional.normalize(torch.ones(4, 2), dim=1)
+    ap = full_ranking_ap(features, torch.tensor([0, 1, 0, 0]))
+    assert ap[0].item() == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert ap[2].item() == pytest.approx((1 / 1 + 2 / 3) / 2)  # ranking 0, 1, 3
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 64])
+def test_chunk_boundaries_do_not_change_the_result(monkeypatch, chunk_rows):
+    features, labels = tied_embedding(n=130)
+    expected = brute_force_ap(features, labels)
+    monkeypatch.setattr(evaluation, "CHUNK_ELEMENTS", 130 * chunk_rows + 5)
+    assert torch.allclose(full_ranking_ap(features, labels), expected, rtol=0, atol=1e-12)
+
+
+def test_queries_without_relevant_items_score_zero():
+    features, labels = random_embedding(n=100, classes=4)
+    labels[:3] = torch.tensor([10, 11, 12])  # three classes of one item each
+    ap = full_ranking_ap(features, labels)
+    assert ap[:3].tolist() == [0.0, 0.0, 0.0]
+    assert torch.allclose(ap, brute_force_ap(features, labels), rtol=0, atol=1e-12)
+
+
+def test_equals_scikit_learn_on_every_query_of_tie_free_data():
+    features, labels = random_embedding(n=200, d=32, classes=6, seed=3)
+    dist = distances(features, features).numpy()
+    expected = [average_precision_score(labels.numpy()[others] == labels[q].item(), -dist[q, others])
+                for q in range(200) for others in [np.arange(200) != q]]
+    assert np.allclose(full_ranking_ap(features, labels).numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_pr_curve_breaks_ties_by_index_like_the_lab_reference():
+    features, labels = tied_embedding(n=60)
+    recall, precision = pr_curve(features, labels, num_queries=12)
+    dist = distances(features, features)
+    curves = [evaluate_AP(dist[q, torch.arange(60) != q], labels[torch.arange(60) != q], labels[q]) for q in range(12)]
+    assert torch.allclose(precision, torch.stack([c[1] for c in curves]).mean(0), rtol=0, atol=1e-12)
+    assert torch.allclose(recall, torch.stack([c[2] for c in curves]).mean(0), rtol=0, atol=1e-12)
+
+
+def test_int32_keys_with_ties_put_back_in_index_order(monkeypatch):
+    features, labels = exact_embedding()
+    labels[:3] = torch.tensor([0, 1, 0])  # for class 0 queries the tie reads relevant, irrelevant, relevant
+    assert has_mixed_ties(features, labels)
+    expected = brute_force_ap(features, labels)
+    untied = untie_results(monkeypatch)
+    assert torch.allclose(full_ranking_ap(features, labels), expected, rtol=0, atol=1e-12)
+    assert untied and all(untied)
+    monkeypatch.setattr(evaluation, "_untie", lambda *args: True)  # ties left as the int32 sort put them
+    assert not torch.allclose(full_ranking_ap(features, labels), expected, rtol=0, atol=1e-6)
+
+
+def test_many_ties_switch_to_int64_keys(monkeypatch):
+    features, labels = tied_embedding()
+    untied = untie_results(monkeypatch)
+    assert torch.allclose(full_ranking_ap(features, labels), brute_force_ap(features, labels), rtol=0, atol=1e-12)
+    assert untied and not any(untied)
