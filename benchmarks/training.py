@@ -1,0 +1,103 @@
+"""Seconds per epoch of triplet training on MNIST: the textbook torchvision pipeline vs the kit's path.
+
+    python benchmarks/training.py [--epochs 1] [--limit N] [--device cuda] [--threads T] [--smoke]
+
+Both train the lab's ConvNet from the same initial weights with SGD (lr 0.01, momentum 0.9) on
+batches of 100, the loss being ``autograder.reference.lab2.triplet_loss`` of ``net.features(x)``:
+
+* textbook: ``torchvision.datasets.MNIST`` with ``transforms.ToTensor()`` through a
+  ``torch.utils.data.DataLoader`` (shuffle=True, batch 100, no workers), each batch moved to the device;
+* kit: ``labtools.data.DeviceLoader``, the whole training set put on the device once, as
+  ``autograder.training.fit`` does.
+
+Prints seconds per epoch of each and the ratio (textbook / kit); the one-time set-up (reading the
+files) is printed apart. ``--limit N`` trains on the first N images; ``--smoke`` is
+``--limit 500 --epochs 1``. Needs MNIST under ``LABTOOLS_DATA``; writes nothing but the staged
+copy of the raw files that ``labtools.data`` keeps in its cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from autograder.reference.lab2 import triplet_loss  # noqa: E402
+from labtools import data  # noqa: E402
+from labtools.models import ConvNet  # noqa: E402
+
+
+def epoch_seconds(loader, device, epochs: int) -> list[float]:
+    """Train a fresh ConvNet (seed 0) for ``epochs`` passes over ``loader``; seconds of each epoch."""
+    torch.manual_seed(0)
+    net = ConvNet().to(device).train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    seconds = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        for images, labels in loader:
+            loss = triplet_loss(net.features(images.to(device)), labels.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        loss.item()  # waits for the device
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def textbook_loader(limit: int | None):
+    """torchvision's MNIST (ToTensor) in a shuffled DataLoader of batches of 100, on the staged raw files."""
+    from torchvision import datasets, transforms
+
+    root = data._stage(data.resolve_data_root(), "MNIST")  # where load_images extracted the archives
+    dataset = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
+    if limit:
+        dataset = torch.utils.data.Subset(dataset, range(limit))
+    return torch.utils.data.DataLoader(dataset, batch_size=100, shuffle=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of each pipeline (default 1)")
+    parser.add_argument("--limit", type=int, default=None, help="train on the first N images only")
+    parser.add_argument("--device", default="cpu", help="device to train on (default cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
+    parser.add_argument("--smoke", action="store_true", help="--limit 500 --epochs 1: a quick check that it runs")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    epochs, limit = (1, 500) if args.smoke else (args.epochs, args.limit)
+    device = torch.device(args.device)
+
+    started = time.perf_counter()
+    images, labels = data.load_images("MNIST", train=True, download=False)  # also stages the raw files
+    images, labels = images[:limit], labels[:limit]
+    kit = data.DeviceLoader(images, labels, batch_size=100, shuffle=True, device=device)
+    kit_setup = time.perf_counter() - started
+    started = time.perf_counter()
+    textbook = textbook_loader(limit)
+    textbook_setup = time.perf_counter() - started
+
+    print(f"device {device}, {os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"MNIST training images: {len(labels)}, batches of 100, {epochs} epoch(s) each")
+    epoch_seconds([(images[:100], labels[:100])] * 3, device, 1)  # warm-up (first passes, allocator), untimed
+    textbook_s = sum(epoch_seconds(textbook, device, epochs)) / epochs
+    kit_s = sum(epoch_seconds(kit, device, epochs)) / epochs
+    print(f"  {'pipeline':58}{'s/epoch':>9}{'set-up s':>10}")
+    print(f"  {'textbook: torchvision MNIST + ToTensor + DataLoader':58}{textbook_s:9.2f}{textbook_setup:10.2f}")
+    print(f"  {'kit: labtools.data.DeviceLoader, data on the device':58}{kit_s:9.2f}{kit_setup:10.2f}")
+    print(f"ratio (textbook / kit) per epoch: {textbook_s / kit_s:.2f}x")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

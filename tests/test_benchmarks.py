@@ -1,0 +1,36 @@
+"""The benchmark scripts run end to end (``--smoke``: tiny sizes, every peer); no timing is asserted."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def smoke(script, *args):
+    """Run ``benchmarks/<script> --smoke *args``; return its stdout, failing with its output if it fails."""
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke", *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout
+
+
+def test_evaluator_smoke_on_synthetic_data():
+    out = smoke("evaluator.py", "--data", "synthetic")
+    assert "agreement: all methods agree to 1e-6" in out
+    assert "N=500 synthetic" in out
+    assert "ratios (peer / ours) at N=500: plain" in out and "sklearn" in out and "torchmetrics" in out and "pml" in out
+    assert "peak RSS of ours" in out
+
+
+def test_evaluator_smoke_on_mnist_features(require_mnist):
+    out = smoke("evaluator.py", "--data", "mnist")
+    assert "agreement: all methods agree to 1e-6" in out
+    assert "N=500 MNIST classifier features" in out and "ratios (peer / ours) at N=500" in out
+
+
+def test_training_smoke(require_mnist):
+    out = smoke("training.py")
+    assert "MNIST training images: 500" in out
+    assert "ratio (textbook / kit) per epoch:" in out
