@@ -118,17 +118,13 @@ def _grey_range(*arrays: np.ndarray) -> tuple[float, float]:
     return low, high
 
 
-def _show(ax, image: np.ndarray, limits: tuple[float, float], frame: str | None = None) -> None:
-    """Draw one greyscale image ``[H, W]`` on ``ax`` without ticks, framed in ``frame`` if given."""
+def _show(ax, image: np.ndarray, limits: tuple[float, float]) -> None:
+    """Draw one greyscale image ``[H, W]`` on ``ax`` without ticks or frame."""
     ax.imshow(image, cmap="gray", vmin=limits[0], vmax=limits[1], interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
-        if frame is None:
-            spine.set_visible(False)
-        else:
-            spine.set_edgecolor(frame)
-            spine.set_linewidth(1.5)
+        spine.set_visible(False)
 
 
 def _save(fig: Figure, path: PathLike) -> Figure:
@@ -138,6 +134,13 @@ def _save(fig: Figure, path: PathLike) -> Figure:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=_SAVE_DPI, bbox_inches="tight")
     return fig
+
+
+#: Layout of the retrieval grid's mosaic, in pixels: frame width, space between thumbnails, and the
+#: extra space after the query column.
+FRAME_PIXELS = 2
+GAP_PIXELS = 2
+QUERY_GAP_PIXELS = 10
 
 
 def retrieval_grid(
@@ -153,11 +156,18 @@ def retrieval_grid(
 
     query_images ``[Q, 1, H, W]`` or ``[Q, H, W]``, retrieved_images ``[Q, K, 1, H, W]`` or
     ``[Q, K, H, W]``, query_labels ``[Q]``, retrieved_labels ``[Q, K]``; query_ids ``[Q]``
-    (default: the row indices) name the queries at the left of their rows. The query has a
-    :data:`QUERY_COLOR` frame; a retrieved image has a :data:`CORRECT_COLOR` frame when its label
-    is the query's and a :data:`WRONG_COLOR` frame otherwise. The figure has ``Q * (K + 1)`` axes,
-    row by row, each row's query first.
+    (default: the row indices) label the rows at the left. The query has a :data:`QUERY_COLOR`
+    frame; a retrieved image has a :data:`CORRECT_COLOR` frame when its label is the query's and a
+    :data:`WRONG_COLOR` frame otherwise.
+
+    The thumbnails are drawn as one RGB mosaic in a single axes (hundreds of axes would take
+    seconds to draw): the thumbnail of row r, column c (c = 0 the query, c = k + 1 the k-th
+    retrieved) starts at pixel ``y = r * (H + 2F + G)``, ``x = c * (W + 2F + G) + (c > 0) * QG``
+    with F = :data:`FRAME_PIXELS`, G = :data:`GAP_PIXELS`, QG = :data:`QUERY_GAP_PIXELS`, and
+    has a frame of F pixels around the H x W image.
     """
+    from matplotlib.colors import to_rgb
+
     sizes: Sizes = {}
     queries = _as_images(query_images, "query_images", ["Q"], sizes)
     retrieved = _as_images(retrieved_images, "retrieved_images", ["Q", "K"], sizes)
@@ -165,28 +175,38 @@ def retrieval_grid(
     found = _as_numpy(retrieved_labels, "retrieved_labels", ["Q", "K"], sizes)
     num_queries, k = found.shape
     ids = _query_ids(query_ids, sizes)
-    correct = found == labels[:, None]
+    low, high = _grey_range(queries, retrieved)
+    h, w = queries.shape[1:]
+    frame, step_y, step_x = FRAME_PIXELS, h + 2 * FRAME_PIXELS + GAP_PIXELS, w + 2 * FRAME_PIXELS + GAP_PIXELS
 
-    # In thumbnails: the margins, the gap after the query column, the space between thumbnails.
-    left, right, top, bottom, gap, space = 0.7, 0.1, 0.35, 0.1, 0.4, 0.15
-    width = ((k + 1 + gap) * (1 + space) + left + right) * THUMBNAIL_INCHES
-    height = (num_queries * (1 + space) + top + bottom) * THUMBNAIL_INCHES
+    tiles = np.concatenate([queries[:, None], retrieved], axis=1)  # [Q, K + 1, H, W]
+    grey = np.clip((tiles - low) / (high - low), 0.0, 1.0)
+    colors = np.where(found == labels[:, None], 1, 2)  # [Q, K]: 1 correct, 2 wrong; 0 the query
+    colors = np.concatenate([np.zeros((num_queries, 1), dtype=int), colors], axis=1)
+    palette = np.array([to_rgb(QUERY_COLOR), to_rgb(CORRECT_COLOR), to_rgb(WRONG_COLOR)])
+    framed = np.broadcast_to(palette[colors][:, :, None, None, :],
+                             (num_queries, k + 1, h + 2 * frame, w + 2 * frame, 3)).copy()
+    framed[:, :, frame:frame + h, frame:frame + w, :] = grey[..., None]
+    mosaic = np.ones((num_queries * step_y - GAP_PIXELS, (k + 1) * step_x - GAP_PIXELS + QUERY_GAP_PIXELS, 3))
+    for column in range(k + 1):  # K + 1 slices, each holding a whole column of thumbnails
+        x = column * step_x + (column > 0) * QUERY_GAP_PIXELS
+        for_rows = np.arange(num_queries)[:, None] * step_y + np.arange(h + 2 * frame)[None, :]
+        mosaic[for_rows.ravel(), x:x + w + 2 * frame] = framed[:, column].reshape(-1, w + 2 * frame, 3)
+
+    left, right, top, bottom = 0.7, 0.1, 0.35, 0.1  # margins in thumbnails
+    width = (mosaic.shape[1] / step_x + left + right) * THUMBNAIL_INCHES
+    height = (mosaic.shape[0] / step_y + top + bottom) * THUMBNAIL_INCHES
     fig = Figure(figsize=(width, height))
-    grid = fig.add_gridspec(
-        num_queries, k + 2, width_ratios=[1, gap] + [1] * k, wspace=space, hspace=space,
-        left=left * THUMBNAIL_INCHES / width, right=1 - right * THUMBNAIL_INCHES / width,
-        top=1 - top * THUMBNAIL_INCHES / height, bottom=bottom * THUMBNAIL_INCHES / height,
-    )
-    limits = _grey_range(queries, retrieved)
-    for row in range(num_queries):
-        ax = fig.add_subplot(grid[row, 0])
-        _show(ax, queries[row], limits, QUERY_COLOR)
-        ax.set_ylabel(str(ids[row]), rotation=0, ha="right", va="center", fontsize=8)
-        for rank in range(k):
-            ax = fig.add_subplot(grid[row, rank + 2])
-            _show(ax, retrieved[row, rank], limits, CORRECT_COLOR if correct[row, rank] else WRONG_COLOR)
-    fig.axes[0].set_title("query", fontsize=8)
-    fig.axes[1].set_title(f"top {k} retrieved, closest first", fontsize=8, loc="left")
+    ax = fig.add_axes((left * THUMBNAIL_INCHES / width, bottom * THUMBNAIL_INCHES / height,
+                       1 - (left + right) * THUMBNAIL_INCHES / width, 1 - (top + bottom) * THUMBNAIL_INCHES / height))
+    ax.imshow(mosaic, interpolation="nearest", aspect="equal")
+    ax.set_xticks([])
+    ax.set_yticks(np.arange(num_queries) * step_y + frame + h / 2, [str(i) for i in ids], fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.text(frame + w / 2, -2, "query", ha="center", va="bottom", fontsize=8)
+    ax.text(step_x + QUERY_GAP_PIXELS, -2, f"top {k} retrieved, closest first", ha="left", va="bottom", fontsize=8)
     return _save(fig, path)
 
 
