@@ -136,21 +136,40 @@ def _missing_message(root: Path, name: str, reason: str) -> str:
     )
 
 
-def load_images(
-    name: str, train: bool, root: str | os.PathLike | None = None, download: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load a whole split of MNIST or Fashion-MNIST through torchvision's dataset class.
+#: SHA-256 of each split as torchvision decodes it (uint8 images, then int64 labels): these files
+#: never change, so a decoded split that differs is corrupt, and the tensor cache cannot be forged.
+SPLIT_SHA256 = {
+    ("MNIST", True): "d18cfd466eb143ac1097fde604dba9eec4116885869d04cc648b510949f9e88c",
+    ("MNIST", False): "a0863a96c44e5666edbb30c4071ee79ca0514c621e6349c5967fc78e7305c891",
+    ("FashionMNIST", True): "1f243a60b4b748a44c48b9a6f6907be2a08bee3e4e226f0e86fbde8e147b745a",
+    ("FashionMNIST", False): "9a494dc49efeb996f4076c469b31cd058152067b1594ba6ab85dd739fce3775e",
+}
 
-    Returns ``(images, labels)``: float32 ``[N, 1, 28, 28]`` in ``[0, 1]`` and int64 ``[N]``
-    (N = 60,000 for ``train=True``, 10,000 otherwise). Raises :class:`DataNotFoundError`, naming
-    the folder and the four expected files, when the files are missing and cannot be downloaded.
-    """
+
+def _split_digest(data: torch.Tensor, targets: torch.Tensor) -> str:
+    digest = hashlib.sha256(data.contiguous().numpy().tobytes())
+    digest.update(targets.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _cached_split(path: Path, name: str, train: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The decoded split saved by an earlier :func:`load_images`, if it is there and intact."""
+    try:
+        saved = torch.load(path, weights_only=True)
+        data, targets = saved["data"], saved["targets"]
+        if data.dtype == torch.uint8 and targets.dtype == torch.int64 and \
+                _split_digest(data, targets) == SPLIT_SHA256[(name, train)]:
+            return data, targets
+    except Exception:  # missing, truncated or foreign: decode again
+        pass
+    return None
+
+
+def _decode_split(root: Path, work_root: Path, name: str, train: bool, download: bool):
+    """``(data, targets)`` of one split through torchvision's dataset class (uint8, int64)."""
     from torchvision import datasets
 
-    _check_name(name)
-    root = resolve_data_root(root)
     dataset_class = getattr(datasets, name)
-    work_root = _stage(root, name)
     _extract_verified(work_root, name, dataset_class)
     try:
         dataset = dataset_class(str(work_root), train=train, download=download)
@@ -160,9 +179,44 @@ def load_images(
         raise DataNotFoundError(
             _missing_message(root, name, f"download failed: {type(error).__name__}: {error}")
         ) from error
-    images = dataset.data.unsqueeze(1).to(torch.float32).div_(255.0)
-    labels = dataset.targets.to(torch.int64)
-    return images, labels
+    data, targets = dataset.data, dataset.targets.to(torch.int64)
+    if _split_digest(data, targets) != SPLIT_SHA256[(name, train)]:
+        raise DataNotFoundError(
+            f"the extracted {name} files under {work_root / name / 'raw'} are corrupt (their content is not "
+            f"the official {'training' if train else 'test'} split). Delete the extracted files (not the "
+            ".gz archives) there and load again."
+        )
+    return data, targets
+
+
+def load_images(
+    name: str, train: bool, root: str | os.PathLike | None = None, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a whole split of MNIST or Fashion-MNIST through torchvision's dataset class.
+
+    Returns ``(images, labels)``: float32 ``[N, 1, 28, 28]`` in ``[0, 1]`` and int64 ``[N]``
+    (N = 60,000 for ``train=True``, 10,000 otherwise). Raises :class:`DataNotFoundError`, naming
+    the folder and the four expected files, when the files are missing and cannot be downloaded.
+
+    The decoded split is checked against :data:`SPLIT_SHA256` and saved beside the extracted files
+    (``<name>/labtools/<split>.pt``); later calls read that file, checked the same way, instead of
+    importing torchvision (about 2 s of every fresh process).
+    """
+    _check_name(name)
+    root = resolve_data_root(root)
+    work_root = _stage(root, name)
+    cache = work_root / name / "labtools" / f"{'train' if train else 'test'}.pt"
+    split = _cached_split(cache, name, train)
+    if split is None:
+        split = _decode_split(root, work_root, name, train, download)
+        try:
+            cache.parent.mkdir(exist_ok=True)
+            torch.save({"data": split[0], "targets": split[1]}, f"{cache}.{os.getpid()}.tmp")
+            os.replace(f"{cache}.{os.getpid()}.tmp", cache)
+        except OSError:  # a read-only root: decode every time
+            pass
+    data, targets = split
+    return data.unsqueeze(1).to(torch.float32).div_(255.0), targets.clone()
 
 
 def fixed_test_indices(labels: torch.Tensor, per_class: int = 100, seed: int = TEST_SET_SEED) -> torch.Tensor:

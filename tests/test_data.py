@@ -59,6 +59,47 @@ def test_download_false_extracts_verified_archives_into_a_fresh_cache(tmp_path, 
     assert images.shape == (10000, 1, 28, 28) and labels.shape == (10000,)
 
 
+def test_decoded_split_is_cached_and_read_without_torchvision(tmp_path, require_mnist):
+    """A second process reads the checked tensor cache and never imports torchvision (about 2 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from labtools.data import load_images; images, labels = load_images('MNIST', train=False); "
+            "print('torchvision' in sys.modules, float(images.sum()), int(labels.sum()))")
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    first, second = (subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                    check=True).stdout.split() for _ in range(2))
+    assert first[0] == "True" and second[0] == "False"
+    assert first[1:] == second[1:]
+    assert list((tmp_path / "cache").rglob("MNIST/labtools/test.pt"))
+
+
+def test_forged_tensor_cache_is_ignored(tmp_path, require_mnist, monkeypatch):
+    """Whatever a notebook writes into the cache, the split loaded is the official one."""
+    monkeypatch.setattr(data, "STAGING_ROOT", tmp_path / "staging")
+    images, labels = data.load_images("MNIST", train=False)
+    cache = next((tmp_path / "staging").rglob("MNIST/labtools/test.pt"))
+    forged = {"data": torch.zeros(10000, 28, 28, dtype=torch.uint8), "targets": torch.zeros(10000, dtype=torch.int64)}
+    torch.save(forged, cache)
+    again_images, again_labels = data.load_images("MNIST", train=False)
+    assert torch.equal(again_images, images) and torch.equal(again_labels, labels)
+    assert torch.load(cache, weights_only=True)["data"].sum() > 0  # rewritten from the archives
+
+
+def test_corrupt_extracted_file_is_named(tmp_path, require_mnist, monkeypatch):
+    monkeypatch.setattr(data, "STAGING_ROOT", tmp_path / "staging")
+    data.load_images("MNIST", train=False)
+    raw = next((tmp_path / "staging").rglob("MNIST/raw"))
+    (raw.parent / "labtools" / "test.pt").unlink()
+    extracted = raw / "t10k-labels-idx1-ubyte"
+    content = bytearray(extracted.read_bytes())
+    content[-1] = (content[-1] + 1) % 10
+    extracted.write_bytes(bytes(content))
+    with pytest.raises(DataNotFoundError, match="corrupt") as error:
+        data.load_images("MNIST", train=False)
+    assert str(raw) in str(error.value)
+
+
 def test_corrupt_archive_is_named(tmp_path, monkeypatch):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
