@@ -40,10 +40,10 @@ def main(argv=None) -> int:
 
         from autograder.grading.grade import COURSE, grade as run_grade
 
-        run_grade(args.lab, Path(args.submissions), Path(args.out), jobs=args.jobs,
-                  course=Path(args.course) if args.course else COURSE, time_limit=args.time_limit,
-                  keep_work=args.keep_work)
-        return 0
+        results = run_grade(args.lab, Path(args.submissions), Path(args.out), jobs=args.jobs,
+                            course=Path(args.course) if args.course else COURSE, time_limit=args.time_limit,
+                            keep_work=args.keep_work)
+        return 3 if any(c.get("grader_error") for r in results for c in r["checks"]) else 0
     if args.command == "check":
         from pathlib import Path
 

@@ -19,3 +19,13 @@ def tool_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]
     scripts = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")]) if env.get("PATH") else scripts
     return env
+
+
+def skip_slow_optional_imports() -> None:
+    """Mark ``rfc3987_syntax`` absent in this process, before nbformat or nbgrader is imported.
+
+    jsonschema imports that optional package (its "iri" format checks, which no notebook schema
+    uses) whenever it is installed, and it compiles 38 lark grammars on import: about 2 s of CPU in
+    every process that reads a notebook. jsonschema skips those checks when the import fails.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)

@@ -166,3 +166,17 @@ def test_more_mistakes_lose_exactly_their_function_checks(tmp_path, lab, name, f
         callers = {"triplet_loss": ("train_triplets.",), "evaluate_mAP": ()}[function]
         assert lost and all(c.startswith((function + ".",) + callers) for c in lost), lost
         assert any(c.startswith(function + ".hidden") for c in lost), lost
+
+
+def test_missing_data_is_the_graders_error_not_the_students(tmp_path, monkeypatch):
+    """Checks the grader cannot prepare score 0 flagged ``grader_error`` (the CLI then exits 3)."""
+    from autograder.grading.trusted import grade_notebook_dict
+    from labtools import data
+
+    monkeypatch.setenv("LABTOOLS_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr(data, "STAGING_ROOT", tmp_path / "staging")
+    nb = build.student_notebook("lab1_retrieval")
+    results = grade_notebook_dict(nb, "lab1_retrieval", tmp_path)
+    flagged = {c["check"] for c in results["checks"] if c["grader_error"]}
+    assert "evaluate_mAP.hidden_classifier" in flagged
+    assert all(c["points"] == c["max_points"] for c in results["checks"] if not c["grader_error"])

@@ -7,9 +7,5 @@ c = get_config()  # noqa: F821  (provided by nbgrader when it loads this file)
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.course_id = "metric-lab"
 c.CourseDirectory.assignment_id = ""
-c.CourseDirectory.db_assignments = [
-    {"name": "lab1_retrieval"},
-    {"name": "lab2_triplet"},
-]
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

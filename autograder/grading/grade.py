@@ -31,7 +31,7 @@ import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from autograder.nbgrader_cli import tool_env
+from autograder.nbgrader_cli import skip_slow_optional_imports, tool_env
 
 REPO = Path(__file__).resolve().parents[2]
 COURSE = REPO / "autograder" / "course"
@@ -170,9 +170,8 @@ def prepare_base(lab: str, course: Path, out: Path) -> Path:
     base.mkdir(parents=True)
     shutil.copy(course / "nbgrader_config.py", base / "nbgrader_config.py")
     shutil.copytree(course / "source" / lab, base / "source" / lab)
-    run = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", lab, "--force",
-                          "--CourseDirectory.root=" + str(base)], cwd=base, capture_output=True, text=True,
-                         timeout=600, env=tool_env())
+    run = subprocess.run([sys.executable, "-m", "autograder.grading.nbrun", lab, "--generate"], cwd=base,
+                         capture_output=True, text=True, timeout=600, env=tool_env(PYTHONPATH=str(REPO)))
     if run.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
     return base
@@ -359,6 +358,7 @@ def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = 
           time_limit: float = 600.0, keep_work: bool = False) -> list[dict]:
     from labtools.checks.registry import TEST_CELL_POINTS
 
+    skip_slow_optional_imports()  # before the pool's workers fork and import nbformat
     if lab not in TEST_CELL_POINTS:
         raise SystemExit(f"unknown lab {lab!r}")
     if not (course / "source" / lab / f"{lab}.ipynb").is_file():
@@ -380,7 +380,8 @@ def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = 
             except Exception as error:  # the grader's own failure for this student
                 from autograder.grading.trusted import _unreadable
 
-                result = _unreadable(lab, Path("/nonexistent"), f"grader error: {type(error).__name__}: {error}")
+                result = _unreadable(lab, Path("/nonexistent"), f"grader error: {type(error).__name__}: {error}",
+                                     grader_error=True)
                 result.update(student=student, seconds=0.0)
             merge(gradebook, lab, base, result)
             results.append(result)
@@ -400,4 +401,10 @@ def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = 
     for r, total in zip(results, totals):
         print(f"{r['student'][:24]:24} {total:8.2f}  {r.get('seconds', 0):.1f}")
     print(f"{len(results)} submission(s) of {lab} graded; results in {out}")
+    failed = [(r["student"], c) for r in results for c in r["checks"] if c.get("grader_error")]
+    if failed:
+        student, check = failed[0]
+        print(f"WARNING: the grader could not run {len(failed)} check(s) (their zeros are not the students'); "
+              f"fix the cause and grade again. First: {student}, {check['check']}: {check['message']}",
+              file=sys.stderr)
     return results

@@ -37,7 +37,8 @@ def _pack(lab: str, results: list[CheckResult], notes: list[str], error: str = "
         cells[f"test_{function}"] = {"points": round(earned, 6), "max_points": points, "lines": lines}
     return {"lab": lab, "notes": notes, "error": error,
             "checks": [{"check": r.check.id, "function": r.check.function, "points": round(r.earned, 6),
-                        "max_points": r.check.points, "message": r.message} for r in results],
+                        "max_points": r.check.points, "message": r.message, "grader_error": r.grader_error}
+                       for r in results],
             "cells": cells}
 
 
@@ -70,12 +71,13 @@ def grade_submission(notebook: Path, lab: str, files: Path | None = None, workro
     return grade_notebook_dict(nb, lab, files, workroot=workroot)
 
 
-def _unreadable(lab: str, files: Path, error: str) -> dict:
+def _unreadable(lab: str, files: Path, error: str, grader_error: bool = False) -> dict:
+    """Results of a submission whose notebook cannot be graded (``grader_error``: the grader's fault)."""
     checks = _all_checks(lab)
     file_results = evaluate([c for c in checks if c.kind == "file"], Context(lab, files=files), lambda c: [])
     ids = {r.check.id for r in file_results}
-    results = file_results + [CheckResult(c, 0.0, f"the notebook cannot be graded: {error}") for c in checks
-                              if c.id not in ids]
+    results = file_results + [CheckResult(c, 0.0, f"the notebook cannot be graded: {error}", grader_error=grader_error)
+                              for c in checks if c.id not in ids]
     return _pack(lab, _order(lab, results), [], error)
 
 

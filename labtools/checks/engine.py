@@ -66,7 +66,8 @@ def evaluate(checks: list[Check], ctx: Context, runner: Callable[[list[Call]], l
         try:
             check_calls, state = check.prepare()
         except Exception as error:
-            results[check.id] = CheckResult(check, 0.0, f"grader error preparing the check: {error}")
+            results[check.id] = CheckResult(check, 0.0, f"grader error preparing the check: {error}",
+                                            grader_error=True)
             continue
         indices = []
         for call in check_calls:
@@ -85,7 +86,8 @@ def evaluate(checks: list[Check], ctx: Context, runner: Callable[[list[Call]], l
             passed, message = check.judge(mine, state, ctx)
         except Exception as error:  # a malformed value the judge did not expect
             passed, message = False, f"the result could not be checked: {type(error).__name__}: {error}"
-        results[check.id] = CheckResult(check, check.points if passed else 0.0, message)
+        results[check.id] = CheckResult(check, check.points if passed else 0.0, message,
+                                        grader_error=not passed and any(o.grader_error for o in mine))
     if callable(getattr(runner, "cleanup", None)):
         runner.cleanup()
     return [results[c.id] for c in checks]

@@ -84,6 +84,8 @@ class CheckResult:
     check: Check
     earned: float
     message: str
+    #: the grader could not run the check (its data missing, ...): the zero is not the student's
+    grader_error: bool = False
 
     @property
     def passed(self) -> bool:
