@@ -180,3 +180,33 @@ def test_missing_data_is_the_graders_error_not_the_students(tmp_path, monkeypatc
     flagged = {c["check"] for c in results["checks"] if c["grader_error"]}
     assert "evaluate_mAP.hidden_classifier" in flagged
     assert all(c["points"] == c["max_points"] for c in results["checks"] if not c["grader_error"])
+
+
+SMOOTH_AP_VALUES = {f"smooth_ap_loss.{c}" for c in ("hand_example", "tau", "query_excluded", "hidden_fixed",
+                                                       "hidden_random")}
+
+
+@pytest.mark.parametrize("mistake, lost_checks, hint", [
+    (None, set(), None),
+    ("cube", {"smooth_ap_loss.memory"}, "like B^3"),
+    ("query_included", SMOOTH_AP_VALUES | {"smooth_ap_loss.range"}, "count as its own positive"),
+    ("wrong_sign", SMOOTH_AP_VALUES | {"smooth_ap_loss.perfect_ranking"}, "check the sign of D_ij"),
+    ("tau_ignored", SMOOTH_AP_VALUES | {"smooth_ap_loss.perfect_ranking"}, "tau seems ignored"),
+])
+def test_lab3_mistakes_lose_exactly_their_checks(tmp_path, mistake, lost_checks, hint):
+    """Query not excluded, wrong sign of D, tau ignored: values; the B^3 version: memory only."""
+    from autograder.grading.trusted import grade_submission
+
+    if mistake == "cube":
+        replace = _snippet("mistakes", "smoothap_cube")
+    else:
+        replace = build.smooth_ap_mistake(mistake) if mistake else None
+    path = build.write_submission(tmp_path / "s", "lab3_smoothap", replace=replace)
+    result = grade_submission(path, "lab3_smoothap", workroot=tmp_path)
+    assert {c["check"] for c in result["checks"]} >= {"smooth_ap_loss.memory", "smooth_ap_loss.hidden_random"}
+    lost = {c["check"] for c in result["checks"] if c["points"] < c["max_points"]}
+    assert lost == lost_checks
+    total = sum(c["points"] for c in result["checks"])
+    assert total == pytest.approx(3.0 - sum(c["max_points"] for c in result["checks"] if c["check"] in lost_checks))
+    if hint:
+        assert any(hint in c["message"] for c in result["checks"] if c["check"] in lost_checks)

@@ -39,6 +39,9 @@ def fixed_inputs() -> dict[str, dict[str, list]]:
                          "kwargs": {"num_queries": 10}},
         "triplet_loss": {"args": [unit_rows(24, 16, 26), torch.arange(24) % 5], "kwargs": {"alpha": 0.3,
                                                                                            "num_anchors": 7}},
+        # an unbalanced batch with a singleton class (a query without positives)
+        "smooth_ap_loss": {"args": [unit_rows(27, 16, 27), torch.tensor([0] * 8 + [1] * 6 + [2] * 6 + [3] * 6 + [4])],
+                           "kwargs": {"tau": 0.05}},
     }
 
 
@@ -50,9 +53,9 @@ def build(spec):
 
 
 def reference_output(function: str, args, kwargs):
-    from autograder.reference import lab1, lab2
+    from autograder.reference import lab1, lab2, lab3
 
-    func = getattr(lab1, function, None) or getattr(lab2, function)
+    func = next(getattr(m, function) for m in (lab1, lab2, lab3) if hasattr(m, function))
     return func(*[build(a) for a in args], **{k: build(v) for k, v in kwargs.items()})
 
 
@@ -90,8 +93,8 @@ def _compare(function: str, value, expected, where: str) -> tuple[bool, str]:
             return False, (f"{where}: mAP {parts[0]:.4f} vs reference {float(expected[0]):.4f}, curves off by up to "
                            f"{max(errs[1:]):.2e} (tolerance {TOL:g})")
         return True, f"{where}: mAP and PR curve match the reference (tolerance {TOL:g})"
-    if function == "triplet_loss":
-        loss, problem = _loss_value(value, "triplet_loss")
+    if function in ("triplet_loss", "smooth_ap_loss"):
+        loss, problem = _loss_value(value, function)
         if problem:
             return False, f"{where}: {problem}"
         want = float(expected)
@@ -114,6 +117,11 @@ def _random_inputs(function: str, rng: random.Random):
         b = rng.randint(10, 40)
         return [unit_rows(b, 16, seed), torch.randint(0, 5, (b,), generator=g)], {
             "alpha": rng.choice([0.2, 0.5, 1.0]), "num_anchors": rng.randint(3, 10)}
+    if function == "smooth_ap_loss":  # balanced batches (P classes x K images, shuffled) as in training
+        classes, per_class = rng.randint(2, 6), rng.randint(2, 6)
+        labels = torch.arange(classes).repeat_interleave(per_class)
+        labels = labels[torch.randperm(len(labels), generator=g)]
+        return [unit_rows(len(labels), 16, seed), labels], {"tau": rng.choice([0.01, 0.05, 0.1])}
     raise ValueError(function)
 
 
@@ -155,6 +163,7 @@ _register_value_checks("lab1_retrieval", "distances", 0.4, 0.4)
 _register_value_checks("lab1_retrieval", "evaluate_AP", 0.4, 0.4)
 _register_value_checks("lab1_retrieval", "evaluate_mAP", 0.3, 0.0)
 _register_value_checks("lab2_triplet", "triplet_loss", 0.5, 0.5)
+_register_value_checks("lab3_smoothap", "smooth_ap_loss", 0.5, 0.5)
 
 
 # ----------------------------------------------------------------------------------------------

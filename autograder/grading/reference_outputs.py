@@ -12,7 +12,8 @@ import torch
 
 from autograder.grading.hidden import OUTPUTS_DIR, fixed_inputs, reference_output
 
-LABS = {"lab1_retrieval": ("distances", "evaluate_AP", "evaluate_mAP"), "lab2_triplet": ("triplet_loss",)}
+LABS = {"lab1_retrieval": ("distances", "evaluate_AP", "evaluate_mAP"), "lab2_triplet": ("triplet_loss",),
+        "lab3_smoothap": ("smooth_ap_loss",)}
 
 
 def plain(output):

@@ -443,3 +443,138 @@ for _lab in ("lab2_triplet",):
     _simple("checkpoint.loads", _lab, "checkpoint", 0.5,
             "the submitted triplet_net.pt loads as a ConvNet (saved by labtools.models.save_checkpoint)",
             lambda: [], _checkpoint_loads, kind="file")
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 3: smooth_ap_loss
+
+
+def _points_on_circle(*degrees: float) -> torch.Tensor:
+    """Unit vectors ``[len(degrees), 2]`` at the given angles."""
+    radians = torch.tensor(degrees, dtype=torch.float64) * math.pi / 180
+    return torch.stack([radians.cos(), radians.sin()], dim=1)
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def smooth_ap_batch(classes: int, per_class: int, d: int = 8, seed: int = 3, instrument: bool = False) -> Call:
+    """A call of ``smooth_ap_loss`` on ``classes x per_class`` random unit rows (tau 0.1)."""
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    return Call("smooth_ap_loss", [unit_rows(len(labels), d, seed), labels], {"tau": 0.1}, instrument=instrument)
+
+
+for _lab in ("lab3_smoothap",):
+
+    def _expect_ap_loss(expected, what, hints=()):
+        """Judge: one call whose loss is ``expected``; ``hints`` are (value, advice) of known mistakes."""
+        def judge(outcomes, ctx):
+            failure = _failed(outcomes)
+            if failure:
+                return False, failure
+            loss, problem = _loss_value(outcomes[0].value, "smooth_ap_loss")
+            if problem:
+                return False, problem
+            if abs(loss - expected) > 1e-4:
+                advice = next((f" ({text})" for value, text in hints if abs(loss - value) < 1e-3), "")
+                return False, f"{what}: expected {expected:.4f}, got {loss:.4f} (tolerance 1e-4){advice}"
+            return True, f"{what}: {expected:.4f}"
+        return judge
+
+    # Three points at 0, 120 and 60 degrees, labels [0, 0, 1]: the queries 0 and 1 each have one
+    # positive (the other, similarity -0.5) and one negative (item 2, similarity 0.5 to both), so
+    # D = 0.5 - (-0.5) = 1 and AP = 1 / (1 + G(1)) = 1 / (1 + sigmoid(1 / tau)); item 2 has no positive.
+    _TRIO = (_points_on_circle(0, 120, 60), torch.tensor([0, 0, 1]))
+
+    def _trio_loss(tau):
+        return 1 - 1 / (1 + _sigmoid(1 / tau))
+
+    _simple("smooth_ap_loss.hand_example", _lab, "smooth_ap_loss", 0.3,
+            "hand-worked example: points at 0, 120, 60 degrees, labels [0, 0, 1], tau 0.1",
+            lambda: [Call("smooth_ap_loss", list(_TRIO), {"tau": 0.1})],
+            _expect_ap_loss(_trio_loss(0.1), "points at 0, 120, 60 degrees, labels [0, 0, 1], tau 0.1: "
+                            "1 - 1 / (1 + sigmoid(1 / 0.1))",
+                            hints=[(_trio_loss(1.0), "tau seems ignored: divide D by tau inside the sigmoid"),
+                                   (1 - 1 / (1 + _sigmoid(-10)), "check the sign of D_ij = s_j - s_i")]))
+
+    _simple("smooth_ap_loss.tau", _lab, "smooth_ap_loss", 0.2,
+            "the temperature tau is used: the same example with tau 0.5 and 1",
+            lambda: [Call("smooth_ap_loss", list(_TRIO), {"tau": 0.5}), Call("smooth_ap_loss", list(_TRIO), {"tau": 1.0})],
+            lambda outcomes, ctx: _all_judged(outcomes, ctx, [
+                _expect_ap_loss(_trio_loss(0.5), "tau 0.5: 1 - 1 / (1 + sigmoid(2))"),
+                _expect_ap_loss(_trio_loss(1.0), "tau 1: 1 - 1 / (1 + sigmoid(1))")]))
+
+    # e1 and e2 (label 0) and their bisector (label 1): for query e1 the negative (similarity 0.71)
+    # ranks above the positive e2 (similarity 0): loss 1 - 1 / (1 + sigmoid(0.71 / 0.1)) = 0.4998.
+    # Counting each query as its own positive (similarity 1, first) gives 0.1579 instead (the
+    # bisector then has a positive too: itself, with the two others close behind).
+    _PAIR = (torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5 ** 0.5, 0.5 ** 0.5]], dtype=torch.float64),
+             torch.tensor([0, 0, 1]))
+    _simple("smooth_ap_loss.query_excluded", _lab, "smooth_ap_loss", 0.3,
+            "the query is not ranked among the items (it is not its own positive)",
+            lambda: [Call("smooth_ap_loss", list(_PAIR), {"tau": 0.1})],
+            _expect_ap_loss(1 - 1 / (1 + _sigmoid(0.5 ** 0.5 / 0.1)),
+                            "e1, e2 (label 0) and (e1 + e2) / sqrt(2) (label 1), tau 0.1: 1 - 1 / (1 + sigmoid(7.07))",
+                            hints=[(0.1579, "the query seems to count as its own positive: exclude j = q")]))
+
+    _simple("smooth_ap_loss.perfect_ranking", _lab, "smooth_ap_loss", 0.3,
+            "a perfect ranking (each class one point, classes orthogonal) gives loss 0",
+            lambda: [Call("smooth_ap_loss", [torch.eye(3)[torch.tensor([0, 0, 1, 1, 2, 2])], torch.tensor([0, 0, 1, 1, 2, 2])],
+                          {"tau": 0.01})],
+            _expect_ap_loss(0.0, "3 classes of 2 identical points on orthogonal axes, tau 0.01: loss",
+                            hints=[(0.8, "check the sign of D_ij = s_j - s_i: G(D_ij) is about 1 when j ranks above i")]))
+
+    def _range_and_no_positive(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        loss, problem = _loss_value(outcomes[0].value, "smooth_ap_loss")
+        if problem:
+            return False, problem + " (a random batch of 4 classes x 4)"
+        if not 0 <= loss <= 1:
+            return False, f"1 - AP lies in [0, 1], got {loss:.4f} on a random batch of 4 classes x 4"
+        alone, problem = _loss_value(outcomes[1].value, "smooth_ap_loss")
+        if problem:
+            return False, problem + " when no query has a positive (average only over queries that have one)"
+        if alone != 0:
+            return False, f"when no query has a positive the loss should be 0, got {alone:.4f}"
+        return True, "a 0-d loss in [0, 1] on a random batch, and 0 (not NaN) when no query has a positive"
+
+    _simple("smooth_ap_loss.range", _lab, "smooth_ap_loss", 0.2,
+            "returns a 0-d loss in [0, 1]; 0 when no query has a positive (no NaN)",
+            lambda: [smooth_ap_batch(4, 4), Call("smooth_ap_loss", [unit_rows(5, 8, 4), torch.arange(5)], {"tau": 0.1})],
+            _range_and_no_positive)
+
+    vectorized_check(_lab, "smooth_ap_loss", 0.3, lambda s: smooth_ap_batch(4 * s, 4, instrument=True))
+
+    def _memory(outcomes, state, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        small, large = (o.counts.get("largest", 0) for o in outcomes)
+        if not small or not large:
+            return False, "the call could not be measured"
+        if large > 5 * small:
+            return False, (f"the largest tensor grows {large / small:.1f}x from batch 32 to 64 (4 images per class: "
+                           f"{small} -> {large} elements), like B^3: gather each query's positives first, so that "
+                           "the tensors are [B, M, B] with M the number of positives (grows 4x, B^2 m)")
+        return True, f"the largest tensor grows as B^2 m, not B^3 (batch 32 -> 64: {small} -> {large} elements)"
+
+    register(Check(id="smooth_ap_loss.memory", lab_id=_lab, function="smooth_ap_loss", points=0.4,
+                   description="memory O(B^2 m) for m positives per query, not O(B^3): the largest tensor at batch "
+                               "32 and 64 (8 and 16 classes x 4 images)",
+                   prepare=lambda: ([smooth_ap_batch(8, 4, instrument=True), smooth_ap_batch(16, 4, instrument=True)],
+                                    None),
+                   judge=_memory))
+
+
+def _all_judged(outcomes, ctx, judges):
+    """Judge the i-th outcome with the i-th judge: passed when all pass; the first failure's message."""
+    messages = []
+    for outcome, judge in zip(outcomes, judges):
+        passed, message = judge([outcome], ctx)
+        if not passed:
+            return False, message
+        messages.append(message)
+    return True, "; ".join(messages)

@@ -29,6 +29,7 @@ __all__ = [
 LAB_FUNCTIONS = {
     "lab1_retrieval": ("distances", "evaluate_AP", "evaluate_mAP"),
     "lab2_triplet": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss", "train_triplets"),
+    "lab3_smoothap": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss", "smooth_ap_loss"),
 }
 
 #: Modules whose use is refused: library implementations of what the labs ask for, and the grader.

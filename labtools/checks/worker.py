@@ -144,17 +144,25 @@ def build_arg(spec, scratch: str):
 
 
 class _OpCounter(torch.overrides.TorchFunctionMode):
+    """Counts torch calls and records the most elements of any tensor they return (``largest``)."""
+
     def __init__(self):
         super().__init__()
         self.count = 0
+        self.largest = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         self.count += 1
-        return func(*args, **(kwargs or {}))
+        result = func(*args, **(kwargs or {}))
+        for value in (result if isinstance(result, (tuple, list)) else (result,)):
+            if isinstance(value, torch.Tensor):
+                self.largest = max(self.largest, value.numel())
+        return result
 
 
 def _call_counted(func, args, kwargs, namespace):
-    """Call ``func`` counting line events in frames of ``namespace``'s code and torch calls."""
+    """Call ``func`` counting line events in frames of ``namespace``'s code and torch calls, and
+    recording the largest tensor a torch call returned (its number of elements)."""
     lines = [0]
 
     def local(frame, event, arg):
@@ -175,7 +183,7 @@ def _call_counted(func, args, kwargs, namespace):
             value = func(*args, **kwargs)
     finally:
         sys.settrace(previous)
-    return value, {"lines": lines[0], "ops": ops.count}
+    return value, {"lines": lines[0], "ops": ops.count, "largest": ops.largest}
 
 
 def perform_call(namespace: dict, call: dict, scratch: str) -> dict:

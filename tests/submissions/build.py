@@ -23,18 +23,37 @@ REPO = HERE.parents[1]
 POINTS = {
     "lab1_retrieval": {"distances": 1.5, "evaluate_AP": 1.5, "evaluate_mAP": 1.0},
     "lab2_triplet": {"triplet_loss": 2.0, "train_triplets": 1.0, "checkpoint": 3.0},
+    "lab3_smoothap": {"smooth_ap_loss": 3.0},
 }
-UNGRADED = {"lab1_retrieval": (), "lab2_triplet": ("distances", "evaluate_AP", "evaluate_mAP")}
+UNGRADED = {"lab1_retrieval": (), "lab2_triplet": ("distances", "evaluate_AP", "evaluate_mAP"),
+            "lab3_smoothap": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss")}
+#: Lab 3 mistakes made by editing the reference's source at test time: (old, new) text edits.
+SMOOTH_AP_MISTAKES = {
+    "query_included": [("not_query = index[None, :] != index[:, None]",
+                        "not_query = torch.ones(len(labels), len(labels), dtype=torch.bool, device=labels.device)")],
+    "wrong_sign": [("(sim[:, None, :] - s_pos[:, :, None])", "(s_pos[:, :, None] - sim[:, None, :])")],
+    "tau_ignored": [("/ tau)", ")")],
+}
 HEADER = "import torch\nfrom labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint\n"
 
 
 def reference_code() -> dict[str, str]:
-    from autograder.reference import lab1, lab2
+    from autograder.reference import lab1, lab2, lab3
 
-    code = {f.__name__: inspect.getsource(f) for f in (lab1.distances, lab1.evaluate_AP, lab1.evaluate_mAP,
-                                                         lab2.triplet_loss)}
+    functions = [lab1.distances, lab1.evaluate_AP, lab1.evaluate_mAP, lab2.triplet_loss, lab3.smooth_ap_loss]
+    code = {f.__name__: inspect.getsource(f) for f in functions + [getattr(lab3, "train", None)] if f is not None}
     code["train_triplets"] = (HERE / "student_train_triplets.py").read_text()
     return code
+
+
+def smooth_ap_mistake(name: str) -> dict[str, str]:
+    """``{"smooth_ap_loss": source}``: the reference with the edits of :data:`SMOOTH_AP_MISTAKES`."""
+    source = reference_code()["smooth_ap_loss"]
+    for old, new in SMOOTH_AP_MISTAKES[name]:
+        if old not in source:
+            raise ValueError(f"the reference smooth_ap_loss no longer contains {old!r}: update SMOOTH_AP_MISTAKES")
+        source = source.replace(old, new)
+    return {"smooth_ap_loss": source}
 
 
 def snippet_functions(path: Path) -> dict[str, str]:
