@@ -15,6 +15,9 @@ def main(argv=None) -> int:
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     train.add_argument("--out", default=None, help="output folder (default: models/)")
 
+    rescore = commands.add_parser("rescore", help="measure shipped checkpoints again and update their cards' scores")
+    rescore.add_argument("names", nargs="+", help="checkpoint names, e.g. mnist_classifier")
+
     demo = commands.add_parser("demo", help="retrieval figures and mAP of the shipped MNIST networks")
     demo.add_argument("--out", default="out/demo", help="folder for the figures (default: out/demo)")
 
@@ -60,6 +63,11 @@ def main(argv=None) -> int:
 
         card = train_checkpoint(args.name, epochs=args.epochs, device=args.device, out=args.out or MODELS_DIR)
         print(card["scores"])
+    elif args.command == "rescore":
+        from autograder.checkpoints import rescore
+
+        for name in args.names:
+            print(name, rescore(name)["scores"])
     elif args.command == "demo":
         from pathlib import Path
 
