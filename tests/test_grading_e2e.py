@@ -312,3 +312,48 @@ def test_lab2_grades(lab2):
     assert (out / "histogram.png").is_file() and (out / "gradebook.db").is_file()
     for student in cases:
         assert list((out / "feedback" / student).glob("*.html")), student
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 3
+
+SMOOTH_AP_VALUES = {f"smooth_ap_loss.{c}" for c in ("hand_example", "tau", "query_excluded", "hidden_fixed",
+                                                       "hidden_random")}
+LAB3_EXPECTED = {
+    "solution": set(),
+    "cube": {"smooth_ap_loss.memory"},
+    "query_included": SMOOTH_AP_VALUES | {"smooth_ap_loss.range"},
+    "wrong_sign": SMOOTH_AP_VALUES | {"smooth_ap_loss.perfect_ranking"},
+    "tau_ignored": SMOOTH_AP_VALUES | {"smooth_ap_loss.perfect_ranking"},
+}
+
+
+@pytest.fixture(scope="module")
+def lab3(tmp_path_factory):
+    if not (COURSE / "source" / "lab3_smoothap" / "lab3_smoothap.ipynb").is_file():
+        pytest.skip("no Lab 3 source notebook")
+    root = tmp_path_factory.mktemp("lab3")
+    subs = root / "submissions"
+    for student in LAB3_EXPECTED:
+        if student == "cube":
+            replace = snippet("mistakes", "smoothap_cube")
+        else:
+            replace = build.smooth_ap_mistake(student) if student != "solution" else None
+        write(subs, student, notebook("lab3_smoothap", replace), lab="lab3_smoothap")
+    out = root / "out"
+    return run_grade("lab3_smoothap", subs, out, time_limit=300), out
+
+
+def test_lab3_grades_the_solution_and_each_mistake_exactly(lab3):
+    run, out = lab3
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    rows = read_grades(out)
+    assert set(rows) == set(LAB3_EXPECTED)
+    for student, expected in LAB3_EXPECTED.items():
+        assert lost(rows[student]) == expected, (student, {c: rows[student][c]["message"] for c in lost(rows[student])})
+        max_lost = sum(float(rows[student][c]["max_points"]) for c in expected)
+        assert float(rows[student]["TOTAL"]["points"]) == pytest.approx(3.0 - max_lost), student
+    assert rows["solution"]["TOTAL"]["message"] == ""  # a faithful notebook needs no repair
+    page = next((out / "feedback" / "query_included").glob("*.html")).read_text()
+    assert "count as its own positive" in page  # the check's message reaches the student
+    assert "hidden_fixed" in page and "load_outputs" not in page and "reference_output" not in page
