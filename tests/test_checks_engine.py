@@ -173,10 +173,16 @@ def test_missing_data_is_the_graders_error_not_the_students(tmp_path, monkeypatc
     from autograder.grading.trusted import grade_notebook_dict
     from labtools import data
 
+    from autograder.grading import hidden
+
     monkeypatch.setenv("LABTOOLS_DATA", str(tmp_path / "empty"))
     monkeypatch.setattr(data, "STAGING_ROOT", tmp_path / "staging")
     nb = build.student_notebook("lab1_retrieval")
-    results = grade_notebook_dict(nb, "lab1_retrieval", tmp_path)
+    hidden.mnist_test.cache_clear()  # MNIST loaded by an earlier test would hide the missing files
+    try:
+        results = grade_notebook_dict(nb, "lab1_retrieval", tmp_path)
+    finally:
+        hidden.mnist_test.cache_clear()
     flagged = {c["check"] for c in results["checks"] if c["grader_error"]}
     assert "evaluate_mAP.hidden_classifier" in flagged
     assert all(c["points"] == c["max_points"] for c in results["checks"] if not c["grader_error"])

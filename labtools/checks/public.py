@@ -6,6 +6,7 @@ Students run them from the notebook (``run_public_checks``) and from the command
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -321,21 +322,29 @@ def _loss_value(value, name):
     return None, f"{name} should return a 0-d tensor (so that it can be back-propagated), got {describe_tensor(value)}"
 
 
+def expect_loss(function: str, expected: float, what: str, hints=()):
+    """Judge of one call of the loss ``function`` whose value should be ``expected`` (within 1e-4).
+
+    ``hints`` are ``(value, advice)`` pairs of known mistakes: a loss within 1e-3 of ``value``
+    adds ``advice`` to the message.
+    """
+    def judge(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        loss, problem = _loss_value(outcomes[0].value, function)
+        if problem:
+            return False, problem
+        if abs(loss - expected) > 1e-4:
+            advice = next((f" ({text})" for value, text in hints if abs(loss - value) < 1e-3), "")
+            return False, f"{what}: expected {expected:.4g}, got {loss:.4f} (tolerance 1e-4){advice}"
+        return True, f"{what}: {expected:.4g}"
+    return judge
+
+
 for _lab in ("lab2_triplet",):
     E = torch.eye(3)
-
-    def _expect_loss(expected, what):
-        def judge(outcomes, ctx):
-            failure = _failed(outcomes)
-            if failure:
-                return False, failure
-            loss, problem = _loss_value(outcomes[0].value, "triplet_loss")
-            if problem:
-                return False, problem
-            if abs(loss - expected) > 1e-4:
-                return False, f"{what}: expected {expected:g}, got {loss:.4f} (tolerance 1e-4)"
-            return True, f"{what}: {expected:g}"
-        return judge
+    _expect_loss = functools.partial(expect_loss, "triplet_loss")
 
     _simple("triplet_loss.zero_when_separated", _lab, "triplet_loss", 0.2,
             "loss is 0 when all positives are much closer than all negatives",
@@ -467,20 +476,7 @@ def smooth_ap_batch(classes: int, per_class: int, d: int = 8, seed: int = 3, ins
 
 for _lab in ("lab3_smoothap",):
 
-    def _expect_ap_loss(expected, what, hints=()):
-        """Judge: one call whose loss is ``expected``; ``hints`` are (value, advice) of known mistakes."""
-        def judge(outcomes, ctx):
-            failure = _failed(outcomes)
-            if failure:
-                return False, failure
-            loss, problem = _loss_value(outcomes[0].value, "smooth_ap_loss")
-            if problem:
-                return False, problem
-            if abs(loss - expected) > 1e-4:
-                advice = next((f" ({text})" for value, text in hints if abs(loss - value) < 1e-3), "")
-                return False, f"{what}: expected {expected:.4f}, got {loss:.4f} (tolerance 1e-4){advice}"
-            return True, f"{what}: {expected:.4f}"
-        return judge
+    _expect_ap_loss = functools.partial(expect_loss, "smooth_ap_loss")
 
     # Three points at 0, 120 and 60 degrees, labels [0, 0, 1]: the queries 0 and 1 each have one
     # positive (the other, similarity -0.5) and one negative (item 2, similarity 0.5 to both), so
