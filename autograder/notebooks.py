@@ -68,6 +68,7 @@ RELEASE_DIR = REPO / "notebooks"
 LABS = {
     "lab1_retrieval": "lab1",
     "lab2_triplet": "lab2",
+    "lab3_smoothap": "lab3",
 }
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
