@@ -57,9 +57,10 @@ def train(net, train_set, loss_fn, epochs=100, lr=0.01, batch_size=100, samples_
     """Train `net` by SGD (momentum 0.9) on the batch loss `loss_fn(net, images, labels)`.
 
     loss_fn gets a batch of images [B, 1, 28, 28] and labels [B] on `device` and returns a 0-d
-    tensor. train_set (and val_set): TensorDatasets of images [N, 1, 28, 28] and labels [N]. Batches of
-    `batch_size` are drawn without replacement, or with `samples_per_class` K class-balanced:
-    batch_size // K classes x K images (labtools.data.BalancedBatchSampler, seeded by seed + epoch).
+    tensor. train_set (and val_set): TensorDatasets of images [N, 1, 28, 28] and labels [N].
+    Batches of `batch_size` are drawn without replacement, or with `samples_per_class` K
+    class-balanced: batch_size // K classes x K images (labtools.data.BalancedBatchSampler,
+    seeded by seed + epoch).
     Prints the total loss of each epoch, saves the network, optimizer and history to `checkpoint`
     after every epoch (as trained on `dataset` with `loss_name`) and resumes from it when it exists.
     Returns the history, per-epoch lists: "loss" (mean per batch), "loss_total" (sum over the
