@@ -130,6 +130,15 @@ def test_top_k_excludes_the_query():
     features, _ = random_embedding(n=50)
     nearest = top_k(features, torch.tensor([3, 7]), k=5)
     assert nearest.shape == (2, 5) and 3 not in nearest[0] and 7 not in nearest[1]
+    dist = 2 - 2 * features[[3, 7]] @ features.T
+    dist[[0, 1], [3, 7]] = float("inf")
+    assert torch.equal(nearest, dist.argsort(dim=1, stable=True)[:, :5])
+    # duplicates of the query at distance 0 with lower indices rank before it; it is still left out
+    twins = torch.cat([features[:1].repeat(3, 1), features[1:]])
+    dist = 2 - 2 * twins[2] @ twins.T
+    dist[2] = float("inf")
+    assert top_k(twins, torch.tensor([2]), k=3)[0].tolist() == dist.argsort(stable=True)[:3].tolist()
+    assert dist.argsort(stable=True)[:2].tolist() == [0, 1]
 
 
 @pytest.mark.parametrize("features, labels, error, match", [
