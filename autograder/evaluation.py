@@ -200,12 +200,6 @@ def pr_curve(features: torch.Tensor, labels: torch.Tensor, num_queries: int | No
 
 
 def top_k(features: torch.Tensor, query_index: torch.Tensor, k: int = 50) -> torch.Tensor:
-    """Indices [Q, k] of the k closest items to each query (by index into ``features``), itself excluded.
-
-    ``labtools.neighbors.nearest`` (ties by index) finds the k + 1 nearest, then the query's own
-    entry is dropped (or the last one, where ties at distance 0 pushed the query out).
-    """
-    _, index = nearest(features[query_index], features, k + 1, backend="torch")
-    keep = index != query_index[:, None]
-    keep &= keep.cumsum(dim=1) <= k
-    return index[keep].view(len(index), k)
+    """Indices [Q, k] of the k closest items to each query (by index into ``features``), itself
+    excluded, ties by index (:func:`labtools.neighbors.nearest`)."""
+    return nearest(features[query_index], features, k, exclude=query_index, backend="torch")[1]

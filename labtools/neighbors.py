@@ -32,12 +32,14 @@ CHUNK_ELEMENTS = 1 << 22
 
 
 @torch.no_grad()
-def nearest(query, items, k, *, exclude_self=False, backend="auto"):
+def nearest(query, items, k, *, exclude_self=False, exclude=None, backend="auto"):
     """The k nearest items of every query row, nearest first.
 
     query: [Q, D], items: [N, D] float tensors of the same dtype and device, without NaN, rows of
-    non-zero norm. k: 1 <= k <= N (N - 1 with exclude_self). exclude_self=True: query and items are
-    the same set (Q == N), and row i of the query may not return item i (leave-one-out).
+    non-zero norm. k: 1 <= k <= N (N - 1 when an item is excluded). exclude: an int64 [Q] tensor,
+    row i of the query may not return item exclude[i] (the query's own index among the items when
+    the queries are some of the items: ``nearest(x[ids], x, k, exclude=ids)``). exclude_self=True
+    is exclude=arange(Q) for query and items the same set (Q == N, leave-one-out).
     Returns (distances [Q, k] in the query's dtype, indices [Q, k] int64), by increasing
     distance, ties by increasing index; no gradient flows through them.
     """
@@ -52,9 +54,20 @@ def nearest(query, items, k, *, exclude_self=False, backend="auto"):
         raise ValueError("rows of zero norm have no direction: every row of query and items must be non-zero")
     if exclude_self and len(query) != len(items):
         raise ValueError(f"exclude_self needs the query to be the items (Q == N), got Q={len(query)}, N={len(items)}")
-    available = len(items) - bool(exclude_self)
+    if exclude_self and exclude is not None:
+        raise ValueError("give exclude_self or exclude, not both")
+    if exclude_self:
+        exclude = torch.arange(len(query), device=query.device)
+    if exclude is not None:
+        if not isinstance(exclude, torch.Tensor) or exclude.shape != (len(query),) or exclude.is_floating_point():
+            raise ValueError(f"exclude must be an integer tensor of shape [{len(query)}] (one item per query row)")
+        if len(exclude) and (exclude.min() < 0 or exclude.max() >= len(items)):
+            raise ValueError(f"exclude holds item indices, 0..{len(items) - 1}")
+        exclude = exclude.to(query.device, torch.int64)
+    available = len(items) - (exclude is not None)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= available:
-        what = "the items other than the query" if exclude_self else "the items"
+        what = ("the items other than the query" if exclude_self else
+                "the items other than the excluded one" if exclude is not None else "the items")
         raise ValueError(f"k must be an integer in 1..{available} ({what}), got {k!r}")
     if backend not in ("auto", "torch", "faiss"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'faiss', got {backend!r}")
@@ -65,7 +78,7 @@ def nearest(query, items, k, *, exclude_self=False, backend="auto"):
     query = torch.nn.functional.normalize(query, dim=1)
     items = torch.nn.functional.normalize(items, dim=1)
     search = _search_faiss if backend == "faiss" else _search_torch
-    return search(query, items, k, exclude_self)
+    return search(query, items, k, exclude)
 
 
 def _faiss():
@@ -103,31 +116,30 @@ def _k_smallest(dist, k):
     return _by_distance_then_index(values, index)
 
 
-def _search_torch(query, items, k, exclude_self):
+def _search_torch(query, items, k, exclude):
     rows = max(1, CHUNK_ELEMENTS // len(items))
     found_dist, found_index = [], []
     for start in range(0, len(query), rows):
         dist = (2 - 2 * query[start:start + rows] @ items.T).clamp_min(0)  # [C, N]
-        if exclude_self:
-            own = torch.arange(start, start + len(dist), device=dist.device)
-            dist[torch.arange(len(dist), device=dist.device), own] = float("inf")
+        if exclude is not None:
+            dist[torch.arange(len(dist), device=dist.device), exclude[start:start + len(dist)]] = float("inf")
         dist, index = _k_smallest(dist, k)
         found_dist.append(dist)
         found_index.append(index)
     return torch.cat(found_dist), torch.cat(found_index)
 
 
-def _search_faiss(query, items, k, exclude_self):
+def _search_faiss(query, items, k, exclude):
     faiss = _faiss()
     if faiss is None:
         raise ImportError("backend='faiss' needs faiss-cpu (pip install faiss-cpu)")
     index = faiss.IndexFlatIP(items.shape[1])
     index.add(items.cpu().float().contiguous().numpy())
-    similarity, found = index.search(query.cpu().float().contiguous().numpy(), k + bool(exclude_self))
+    similarity, found = index.search(query.cpu().float().contiguous().numpy(), k + (exclude is not None))
     similarity, found = torch.from_numpy(similarity), torch.from_numpy(found)
-    if exclude_self:
-        # drop the query's own column, or the last one where the query is not among the k + 1
-        own = found == torch.arange(len(found))[:, None]
+    if exclude is not None:
+        # drop the excluded item's column, or the last one where it is not among the k + 1
+        own = found == exclude.cpu()[:, None]
         own[~own.any(dim=1), -1] = True
         similarity, found = similarity[~own].view(len(found), k), found[~own].view(len(found), k)
     dist, index = _by_distance_then_index((2 - 2 * similarity).clamp_min(0), found)

@@ -135,3 +135,33 @@ def test_auto_without_faiss_uses_torch(monkeypatch):
 def test_wrong_inputs_are_named(query, items, k, options, message):
     with pytest.raises(ValueError, match=message):
         nearest(query, items, k, **options)
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_exclude_leaves_out_one_given_item_per_query(backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    items = rows(60, seed=5)
+    ids = torch.tensor([3, 41, 7, 3])
+    dist, index = nearest(items[ids], items, 5, exclude=ids, backend=backend)
+    unit = torch.nn.functional.normalize(items, dim=1)
+    expected_dist = (2 - 2 * unit[ids] @ unit.T).clamp_min(0)
+    expected_dist[torch.arange(4), ids] = float("inf")
+    assert torch.equal(index, expected_dist.argsort(dim=1, stable=True)[:, :5])
+    assert not (index == ids[:, None]).any()
+    # exclude_self is exclude=arange(N)
+    assert torch.equal(nearest(items, items, 4, exclude=torch.arange(60), backend=backend)[1],
+                       nearest(items, items, 4, exclude_self=True, backend=backend)[1])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"exclude": torch.tensor([0, 1])}, r"shape \[3\]"),
+    ({"exclude": torch.tensor([0.0, 1.0, 2.0])}, "integer tensor"),
+    ({"exclude": torch.tensor([0, 1, 9])}, r"0\.\.7"),
+])
+def test_bad_exclude_is_named(kwargs, message):
+    items = rows(8, seed=6)
+    with pytest.raises(ValueError, match=message):
+        nearest(items[:3], items, 2, **kwargs)
+    with pytest.raises(ValueError, match="not both"):
+        nearest(items, items, 2, exclude=torch.arange(8), exclude_self=True)

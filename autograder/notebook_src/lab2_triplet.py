@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from labtools import tsne, viz
+from labtools import neighbors, tsne, viz
 from labtools.data import DeviceLoader, fixed_test_set, train_val_split
 from labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint
 from labtools.paths import models_dir
@@ -189,9 +189,7 @@ query_ids = torch.tensor(QUERY_IDS)
 def retrieve(net):
     """Indices [Q, K] of the K nearest test images of each query (itself excluded) by `net`'s features."""
     features = extract_features(net, images, progress=False)
-    dist = distances(features[query_ids], features)
-    dist[torch.arange(len(query_ids)), query_ids] = float("inf")
-    return torch.argsort(dist, dim=1, stable=True)[:, :K]
+    return neighbors.nearest(features[query_ids], features, K, exclude=query_ids)[1]
 
 
 nearest = {"classification network": retrieve(classifier), "triplet network": retrieve(triplet_net)}
