@@ -11,6 +11,8 @@ def _same(a, b):
         return torch.allclose(a.double(), b.double(), atol=1e-6)
     if isinstance(a, list):
         return all(_same(x, y) for x, y in zip(a, b)) and len(a) == len(b)
+    if isinstance(a, dict):  # Recall@K: {K: recall}
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return abs(float(a) - float(b)) < 1e-6
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from labtools.checks.public import (
-    _failed, _ap_result, _loss_value, _map_result, describe_tensor, expect_tensor, history_losses, synthetic_images,
-    tiny_map_call, train_call, unit_rows,
+    _failed, _ap_result, _float_value, _loss_value, _map_result, describe_tensor, expect_tensor, history_losses,
+    recall_value, synthetic_images, tiny_map_call, train_call, unit_rows,
 )
 from labtools.checks.registry import Call, Check, register
 
@@ -42,7 +42,26 @@ def fixed_inputs() -> dict[str, dict[str, list]]:
         # an unbalanced batch with a singleton class (a query without positives)
         "smooth_ap_loss": {"args": [unit_rows(27, 16, 27), torch.tensor([0] * 8 + [1] * 6 + [2] * 6 + [3] * 6 + [4])],
                            "kwargs": {"tau": 0.05}},
+        "recall_at_k": {"args": [unit_rows(40, 8, 28), torch.arange(40) % 6], "kwargs": {"ks": (1, 2, 4, 8, 16, 32)}},
+        "nmi": {"args": list(tight_clusters(5, 8, 29)), "kwargs": {}},
+        "f1": {"args": list(tight_clusters(4, 9, 30)), "kwargs": {}},
+        "norm_softmax_loss": {"args": [unit_rows(20, 8, 31), torch.arange(20) % 7, unit_rows(7, 8, 32)],
+                              "kwargs": {"temperature": 0.1}},
+        "arcface_loss": {"args": [unit_rows(20, 8, 33), torch.arange(20) % 7, unit_rows(7, 8, 34)],
+                         "kwargs": {"margin": 0.3, "scale": 16.0}},
     }
+
+
+def tight_clusters(clusters: int, per_cluster: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``[clusters * per_cluster, 16]`` in tight groups around random unit centres (any k-means
+    finds the groups), and labels ``[N]``: the group, except for a seeded quarter relabelled at random."""
+    g = torch.Generator().manual_seed(seed)
+    centers = unit_rows(clusters, 16, seed).repeat_interleave(per_cluster, dim=0)
+    features = torch.nn.functional.normalize(centers + 0.01 * torch.randn(centers.shape, generator=g), dim=1)
+    labels = torch.arange(clusters).repeat_interleave(per_cluster)
+    relabel = torch.rand(len(labels), generator=g) < 0.25
+    labels[relabel] = torch.randint(0, clusters, (int(relabel.sum()),), generator=g)
+    return features, labels
 
 
 def build(spec):
@@ -53,9 +72,9 @@ def build(spec):
 
 
 def reference_output(function: str, args, kwargs):
-    from autograder.reference import lab1, lab2, lab3
+    from autograder.reference import lab1, lab2, lab3, lab4
 
-    func = next(getattr(m, function) for m in (lab1, lab2, lab3) if hasattr(m, function))
+    func = next(getattr(m, function) for m in (lab1, lab2, lab3, lab4) if hasattr(m, function))
     return func(*[build(a) for a in args], **{k: build(v) for k, v in kwargs.items()})
 
 
@@ -93,7 +112,22 @@ def _compare(function: str, value, expected, where: str) -> tuple[bool, str]:
             return False, (f"{where}: mAP {parts[0]:.4f} vs reference {float(expected[0]):.4f}, curves off by up to "
                            f"{max(errs[1:]):.2e} (tolerance {TOL:g})")
         return True, f"{where}: mAP and PR curve match the reference (tolerance {TOL:g})"
-    if function in ("triplet_loss", "smooth_ap_loss"):
+    if function == "recall_at_k":
+        got, problem = recall_value(value, list(expected))
+        if problem:
+            return False, f"{where}: {problem}"
+        off = {k: round(got[k] - v, 4) for k, v in expected.items() if abs(got[k] - v) > TOL}
+        if off:
+            return False, f"{where}: Recall@K differs from the reference at K = {sorted(off)} (by {off})"
+        return True, f"{where}: Recall@K matches the reference for K = {sorted(expected)}"
+    if function in ("nmi", "f1"):
+        got, problem = _float_value(value, function)
+        if problem:
+            return False, f"{where}: {problem}"
+        if abs(got - float(expected)) > TOL:
+            return False, f"{where}: {function} {got:.4f} vs reference {float(expected):.4f} (tolerance {TOL:g})"
+        return True, f"{where}: matches the reference ({float(expected):.4f})"
+    if function in ("triplet_loss", "smooth_ap_loss", "norm_softmax_loss", "arcface_loss"):
         loss, problem = _loss_value(value, function)
         if problem:
             return False, f"{where}: {problem}"
@@ -122,6 +156,18 @@ def _random_inputs(function: str, rng: random.Random):
         labels = torch.arange(classes).repeat_interleave(per_class)
         labels = labels[torch.randperm(len(labels), generator=g)]
         return [unit_rows(len(labels), 16, seed), labels], {"tau": rng.choice([0.01, 0.05, 0.1])}
+    if function == "recall_at_k":
+        n = rng.randint(12, 60)
+        labels = torch.randint(0, rng.randint(2, 6), (n,), generator=g)
+        labels[:2] = labels[0]  # at least one query has a positive
+        return [unit_rows(n, 8, seed), labels], {"ks": tuple(k for k in (1, 2, 4, 8, 16, 32) if k < n)}
+    if function in ("nmi", "f1"):
+        return list(tight_clusters(rng.randint(2, 6), rng.randint(3, 10), seed)), {}
+    if function in ("norm_softmax_loss", "arcface_loss"):
+        b, c = rng.randint(4, 40), rng.randint(2, 10)
+        kwargs = ({"temperature": rng.choice([0.05, 0.1, 1.0])} if function == "norm_softmax_loss"
+                  else {"margin": rng.choice([0.1, 0.3, 0.5]), "scale": rng.choice([8.0, 16.0, 64.0])})
+        return [unit_rows(b, 8, seed), torch.randint(0, c, (b,), generator=g), unit_rows(c, 8, seed + 1)], kwargs
     raise ValueError(function)
 
 
@@ -164,6 +210,9 @@ _register_value_checks("lab1_retrieval", "evaluate_AP", 0.4, 0.4)
 _register_value_checks("lab1_retrieval", "evaluate_mAP", 0.3, 0.0)
 _register_value_checks("lab2_triplet", "triplet_loss", 0.5, 0.5)
 _register_value_checks("lab3_smoothap", "smooth_ap_loss", 0.5, 0.5)
+for _function, _points in (("recall_at_k", 0.25), ("nmi", 0.25), ("f1", 0.25), ("norm_softmax_loss", 0.15),
+                           ("arcface_loss", 0.15)):
+    _register_value_checks("lab4_beyond", _function, _points, _points)
 
 
 # ----------------------------------------------------------------------------------------------

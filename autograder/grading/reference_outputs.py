@@ -13,7 +13,8 @@ import torch
 from autograder.grading.hidden import OUTPUTS_DIR, fixed_inputs, reference_output
 
 LABS = {"lab1_retrieval": ("distances", "evaluate_AP", "evaluate_mAP"), "lab2_triplet": ("triplet_loss",),
-        "lab3_smoothap": ("smooth_ap_loss",)}
+        "lab3_smoothap": ("smooth_ap_loss",),
+        "lab4_beyond": ("recall_at_k", "nmi", "f1", "norm_softmax_loss", "arcface_loss")}
 
 
 def plain(output):

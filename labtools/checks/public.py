@@ -574,3 +574,171 @@ def _all_judged(outcomes, ctx, judges):
             return False, message
         messages.append(message)
     return True, "; ".join(messages)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 4: recall_at_k, nmi, f1, norm_softmax_loss, arcface_loss
+
+
+def _float_value(value, name):
+    """``(float, None)`` for a Python or 0-d tensor number, else ``(None, message)``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value), None
+    return None, f"{name} should return a finite float, got {describe_tensor(value)}"
+
+
+def recall_value(value, ks):
+    """``({K: float}, None)`` for a Recall@K result with exactly the keys ``ks``, else ``(None, message)``."""
+    if not isinstance(value, dict):
+        return None, f"recall_at_k should return a dict {{K: recall}}, got {describe_tensor(value)}"
+    keys = sorted(int(k) for k in value if isinstance(k, int) or (isinstance(k, torch.Tensor) and k.numel() == 1))
+    if keys != sorted(ks):
+        return None, f"recall_at_k should return one value per K in {list(ks)}, got keys {sorted(map(str, value))}"
+    out = {}
+    for k, v in value.items():
+        number, problem = _float_value(v, f"Recall@{int(k)}")
+        if problem:
+            return None, problem
+        out[int(k)] = number
+    return out, None
+
+
+def _circle_call(function, degrees, labels, **kwargs):
+    return Call(function, [_points_on_circle(*degrees), torch.tensor(labels)], kwargs)
+
+
+def _two_blobs(jitter_seed: int = 0) -> torch.Tensor:
+    """8 unit rows ``[8, 2]``: four near e1, then four near e2 (k-means finds them whatever its seed)."""
+    g = torch.Generator().manual_seed(jitter_seed)
+    centers = torch.eye(2, dtype=torch.float64).repeat_interleave(4, dim=0)
+    return torch.nn.functional.normalize(centers + 1e-3 * torch.randn(8, 2, generator=g, dtype=torch.float64), dim=1)
+
+
+def static_loop_check(lab: str, function: str, points: float, allowed_helper: str):
+    """No Python loop in ``function`` and its helpers, except in the helper ``allowed_helper``
+    (k-means iterates by nature). A static check of the source only."""
+
+    def judge(outcomes, state, ctx):
+        if ctx.source is None:
+            return False, "the source of the function is not available to check"
+        problems = [p for p in loop_violations(ctx.source, function) if not p.endswith(f"(in the helper {allowed_helper})")]
+        if problems:
+            return False, "use tensor operations instead of Python loops: " + "; ".join(problems[:4])
+        return True, f"no Python loop (outside {allowed_helper})"
+
+    return register(Check(id=f"{function}.vectorized", lab_id=lab, function=function, points=points,
+                          description=f"{function} uses tensor operations, no Python loop outside {allowed_helper}",
+                          prepare=lambda: ([], None), judge=judge))
+
+
+for _lab in ("lab4_beyond",):
+
+    def _expect_recall(expected, what, hint=None):
+        def judge(outcomes, ctx):
+            failure = _failed(outcomes)
+            if failure:
+                return False, failure
+            got, problem = recall_value(outcomes[0].value, list(expected))
+            if problem:
+                return False, problem
+            if any(abs(got[k] - v) > 1e-6 for k, v in expected.items()):
+                advice = f" ({hint[1]})" if hint and all(abs(got[k] - v) < 1e-6 for k, v in hint[0].items()) else ""
+                return False, f"{what}: expected {expected}, got {got}{advice}"
+            return True, f"{what}: {expected}"
+        return judge
+
+    # four points at 0, 10, 20, 180 degrees, labels 0, 0, 1, 1: the nearest positive of each is
+    # 1st, 1st (tied with a negative: ties do not count against it), 3rd and 1st
+    _simple("recall_at_k.hand_example", _lab, "recall_at_k", 0.3,
+            "hand-worked example: points at 0, 10, 20, 180 degrees, labels [0, 0, 1, 1], K = 1, 2, 3",
+            lambda: [_circle_call("recall_at_k", (0, 10, 20, 180), [0, 0, 1, 1], ks=(1, 2, 3))],
+            _expect_recall({1: 0.75, 2: 0.75, 3: 1.0}, "points at 0, 10, 20, 180 degrees, labels [0, 0, 1, 1]"))
+    # labels 0, 1, 0, 1 at 0, 10, 90, 100 degrees: every nearest other item is a negative
+    _simple("recall_at_k.leave_one_out", _lab, "recall_at_k", 0.3,
+            "an item is not its own neighbour: Recall@1 is 0 when every nearest other item is a negative",
+            lambda: [_circle_call("recall_at_k", (0, 10, 90, 100), [0, 1, 0, 1], ks=(1, 2, 3))],
+            _expect_recall({1: 0.0, 2: 0.5, 3: 1.0}, "points at 0, 10, 90, 100 degrees, labels [0, 1, 0, 1]",
+                           hint=({1: 1.0}, "each query seems to find itself: leave it out of its own neighbours")))
+    # the same with a fifth item of a label of its own, far from the others: it cannot be hit
+    _simple("recall_at_k.singletons", _lab, "recall_at_k", 0.2,
+            "queries whose label no other item has are left out",
+            lambda: [_circle_call("recall_at_k", (0, 10, 90, 100, 225), [0, 1, 0, 1, 2], ks=(1, 2, 3))],
+            _expect_recall({1: 0.0, 2: 0.5, 3: 1.0}, "the same plus a point at 225 degrees with label 2",
+                           hint=({3: 0.8}, "the item without a positive should not count as a query")))
+    vectorized_check(_lab, "recall_at_k", 0.2,
+                     lambda s: Call("recall_at_k", [unit_rows(24 * s, 8, 5), torch.arange(24 * s) % 4], {"ks": (1, 2, 4)},
+                                    instrument=True))
+
+    # two tight groups of four (near e1 and near e2) against labels; k-means with 2 clusters finds
+    # the groups: NMI and pairwise F1 follow from the 2 x 2 table of counts
+    for _function, _points, _values in (
+        ("nmi", (0.3, 0.3, 0.2), (1.0, 0.0, 0.188722)),
+        ("f1", (0.3, 0.3, 0.2), (1.0, 1 / 3, 0.5)),
+    ):
+        def _expect_score(expected, what, function=_function):
+            def judge(outcomes, ctx):
+                failure = _failed(outcomes)
+                if failure:
+                    return False, failure
+                got, problem = _float_value(outcomes[0].value, function)
+                if problem:
+                    return False, problem
+                if abs(got - expected) > 1e-4:
+                    return False, f"{what}: expected {expected:.4f}, got {got:.4f} (tolerance 1e-4)"
+                return True, f"{what}: {expected:.4f}"
+            return judge
+
+        for _name, _labels, _pts, _value, _what in (
+            ("perfect", [0, 0, 0, 0, 1, 1, 1, 1], _points[0], _values[0], "clusters equal to the classes"),
+            ("mixed", [0, 0, 1, 1, 0, 0, 1, 1], _points[1], _values[1], "each cluster holds two of each class"),
+            ("hand_example", [0, 0, 0, 1, 1, 1, 1, 0], _points[2], _values[2],
+             "clusters holding labels [0, 0, 0, 1] and [1, 1, 1, 0]"),
+        ):
+            _simple(f"{_function}.{_name}", _lab, _function, _pts,
+                    f"{_function} of two tight groups of four points: {_what}",
+                    lambda labels=_labels, function=_function: [Call(function, [_two_blobs(), torch.tensor(labels)], {})],
+                    _expect_score(_value, f"two tight groups of four, {_what}"))
+        static_loop_check(_lab, _function, 0.2, "kmeans")
+
+    # one feature at 30 degrees, class 0; the class weights e1 and e2: cosines 0.866 and 0.5
+    _E2 = torch.eye(2, dtype=torch.float64)
+    _F30, _Y0 = _points_on_circle(30), torch.tensor([0])
+
+    def _softmax_loss(margin_logit_gap):
+        return math.log(1 + math.exp(-margin_logit_gap))
+
+    _expect_ns = functools.partial(expect_loss, "norm_softmax_loss")
+    _simple("norm_softmax_loss.hand_example", _lab, "norm_softmax_loss", 0.3,
+            "one feature at 30 degrees of class 0, weights e1 and e2: cross-entropy of the cosines over the temperature",
+            lambda: [Call("norm_softmax_loss", [_F30, _Y0, _E2], {"temperature": 1.0}),
+                     Call("norm_softmax_loss", [_F30, _Y0, _E2], {"temperature": 0.5})],
+            lambda outcomes, ctx: _all_judged(outcomes, ctx, [
+                _expect_ns(_softmax_loss(0.366025), "temperature 1: log(1 + exp(-(cos 30 - cos 60) / 1))"),
+                _expect_ns(_softmax_loss(0.732051), "temperature 0.5: log(1 + exp(-(cos 30 - cos 60) / 0.5))")]))
+    _simple("norm_softmax_loss.normalizes", _lab, "norm_softmax_loss", 0.2,
+            "features and weights are L2-normalized inside: scaling them changes nothing",
+            lambda: [Call("norm_softmax_loss", [3 * _F30, _Y0, 2 * _E2], {"temperature": 1.0})],
+            _expect_ns(_softmax_loss(0.366025), "feature x 3 and weights x 2, temperature 1"))
+    vectorized_check(_lab, "norm_softmax_loss", 0.2,
+                     lambda s: Call("norm_softmax_loss", [unit_rows(32 * s, 8, 6), torch.arange(32 * s) % 5,
+                                                          unit_rows(5, 8, 7)], {}, instrument=True))
+
+    _expect_arc = functools.partial(expect_loss, "arcface_loss")
+    _simple("arcface_loss.hand_example", _lab, "arcface_loss", 0.3,
+            "one feature at 30 degrees of class 0, weights e1 and e2: the margin is added to the true angle",
+            lambda: [Call("arcface_loss", [_F30, _Y0, _E2], {"margin": 0.5, "scale": 64.0}),
+                     Call("arcface_loss", [_F30, _Y0, _E2], {"margin": 0.2, "scale": 10.0})],
+            lambda outcomes, ctx: _all_judged(outcomes, ctx, [
+                _expect_arc(_softmax_loss(64 * (math.cos(math.radians(30) + 0.5) - 0.5)),
+                            "margin 0.5, scale 64: log(1 + exp(-64 (cos(30 deg + 0.5) - cos 60)))"),
+                _expect_arc(_softmax_loss(10 * (math.cos(math.radians(30) + 0.2) - 0.5)),
+                            "margin 0.2, scale 10: log(1 + exp(-10 (cos(30 deg + 0.2) - cos 60)))")]))
+    _simple("arcface_loss.no_margin", _lab, "arcface_loss", 0.2,
+            "with margin 0 it is the normalized softmax loss at temperature 1 / scale",
+            lambda: [Call("arcface_loss", [_F30, _Y0, _E2], {"margin": 0.0, "scale": 2.0})],
+            _expect_arc(_softmax_loss(0.732051), "margin 0, scale 2: log(1 + exp(-2 (cos 30 - cos 60)))"))
+    vectorized_check(_lab, "arcface_loss", 0.2,
+                     lambda s: Call("arcface_loss", [unit_rows(32 * s, 8, 8), torch.arange(32 * s) % 5,
+                                                     unit_rows(5, 8, 9)], {}, instrument=True))

@@ -20,6 +20,7 @@ TEST_CELL_POINTS = {
     "lab1_retrieval": {"distances": 1.5, "evaluate_AP": 1.5, "evaluate_mAP": 1.0},
     "lab2_triplet": {"triplet_loss": 2.0, "train_triplets": 1.0, "checkpoint": 3.0},
     "lab3_smoothap": {"smooth_ap_loss": 3.0},
+    "lab4_beyond": {"recall_at_k": 1.5, "nmi": 1.5, "f1": 1.5, "norm_softmax_loss": 1.0, "arcface_loss": 1.0},
 }
 
 

@@ -30,6 +30,8 @@ LAB_FUNCTIONS = {
     "lab1_retrieval": ("distances", "evaluate_AP", "evaluate_mAP"),
     "lab2_triplet": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss", "train_triplets"),
     "lab3_smoothap": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss", "smooth_ap_loss"),
+    "lab4_beyond": ("distances", "recall_at_k", "kmeans", "contingency_table", "nmi", "f1", "norm_softmax_loss",
+                    "arcface_loss"),
 }
 
 #: Modules whose use is refused: library implementations of what the labs ask for, and the grader.
