@@ -61,6 +61,8 @@ def test_static_rules():
                    "import labtools.metrics as m\n"):
         assert any("library implementation" in p for p in policy_violations(source)), source
     assert not policy_violations("from labtools.data import digits_dataset\n")
+    # torch's C module could switch off the counters of the loop-free and memory checks
+    assert policy_violations("import torch\ndef f(x):\n    with torch._C.DisableTorchFunction():\n        return x\n")
     src = "def g(x):\n    return [y for y in x]\ndef f(x):\n    return g(x)\n"
     assert any("helper g" in p for p in loop_violations(src, "f"))
     assert loop_violations("def f(x):\n    return f(x)\n", "f")
