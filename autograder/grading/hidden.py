@@ -16,7 +16,7 @@ import torch
 
 from labtools.checks.public import (
     _failed, _ap_result, _float_value, _loss_value, _map_result, describe_tensor, expect_tensor, history_losses,
-    recall_value, synthetic_images, tiny_map_call, train_call, unit_rows,
+    parsed, recall_value, synthetic_images, tiny_map_call, train_call, unit_rows,
 )
 from labtools.checks.registry import Call, Check, register
 
@@ -258,10 +258,7 @@ def _classifier_prepare():
 
 
 def _classifier_judge(outcomes, expected, ctx):
-    failure = _failed(outcomes)
-    if failure:
-        return False, failure
-    parts, problem = _map_result(outcomes[0].value, 1000)
+    parts, problem = parsed(outcomes, _map_result, 1000)
     if problem:
         return False, problem
     if abs(parts[0] - expected) > TOL:

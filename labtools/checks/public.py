@@ -65,6 +65,13 @@ def _failed(outcomes) -> str | None:
     return None
 
 
+def parsed(outcomes, parse, *args):
+    """``parse(value of the first call, *args)``: ``(result, None)``, or ``(None, message)`` when a
+    call failed or ``parse`` found the value malformed (the common start of the judges)."""
+    failure = _failed(outcomes)
+    return (None, failure) if failure else parse(outcomes[0].value, *args)
+
+
 def _close(value: torch.Tensor, expected, atol: float) -> bool:
     expected = torch.as_tensor(expected, dtype=torch.float64)
     return bool(torch.allclose(value.to(torch.float64), expected, atol=atol, rtol=0))
@@ -188,10 +195,7 @@ def _ap_result(value, n: int, name: str):
 for _lab in ("lab1_retrieval",):
 
     def _ap_perfect(outcomes, ctx):
-        failure = _failed(outcomes)
-        if failure:
-            return False, failure
-        parts, problem = _ap_result(outcomes[0].value, 5, "evaluate_AP")
+        parts, problem = parsed(outcomes, _ap_result, 5, "evaluate_AP")
         if problem:
             return False, problem
         ap, precision, recall = parts
@@ -207,10 +211,7 @@ for _lab in ("lab1_retrieval",):
             _ap_perfect)
 
     def _ap_hand(outcomes, ctx):
-        failure = _failed(outcomes)
-        if failure:
-            return False, failure
-        parts, problem = _ap_result(outcomes[0].value, 5, "evaluate_AP")
+        parts, problem = parsed(outcomes, _ap_result, 5, "evaluate_AP")
         if problem:
             return False, problem
         ap, precision, recall = parts
@@ -228,10 +229,7 @@ for _lab in ("lab1_retrieval",):
                                           torch.tensor(1)])], _ap_hand)
 
     def _ap_range(outcomes, ctx):
-        failure = _failed(outcomes)
-        if failure:
-            return False, failure
-        parts, problem = _ap_result(outcomes[0].value, 20, "evaluate_AP")
+        parts, problem = parsed(outcomes, _ap_result, 20, "evaluate_AP")
         if problem:
             return False, problem
         ap, precision, recall = parts
@@ -290,10 +288,7 @@ def tiny_map_call(n_per_class=10, classes=3, queries=5, seed=8, key=None):
 for _lab in ("lab1_retrieval",):
 
     def _map_shapes(outcomes, ctx):
-        failure = _failed(outcomes)
-        if failure:
-            return False, failure
-        parts, problem = _map_result(outcomes[0].value, 30)
+        parts, problem = parsed(outcomes, _map_result, 30)
         if problem:
             return False, problem
         m, precision, recall = parts
@@ -329,10 +324,7 @@ def expect_loss(function: str, expected: float, what: str, hints=()):
     adds ``advice`` to the message.
     """
     def judge(outcomes, ctx):
-        failure = _failed(outcomes)
-        if failure:
-            return False, failure
-        loss, problem = _loss_value(outcomes[0].value, function)
+        loss, problem = parsed(outcomes, _loss_value, function)
         if problem:
             return False, problem
         if abs(loss - expected) > 1e-4:
@@ -522,10 +514,7 @@ for _lab in ("lab3_smoothap",):
                             hints=[(0.8, "check the sign of D_ij = s_j - s_i: G(D_ij) is about 1 when j ranks above i")]))
 
     def _range_and_no_positive(outcomes, ctx):
-        failure = _failed(outcomes)
-        if failure:
-            return False, failure
-        loss, problem = _loss_value(outcomes[0].value, "smooth_ap_loss")
+        loss, problem = parsed(outcomes, _loss_value, "smooth_ap_loss")
         if problem:
             return False, problem + " (a random batch of 4 classes x 4)"
         if not 0 <= loss <= 1:
@@ -637,10 +626,7 @@ for _lab in ("lab4_beyond",):
 
     def _expect_recall(expected, what, hint=None):
         def judge(outcomes, ctx):
-            failure = _failed(outcomes)
-            if failure:
-                return False, failure
-            got, problem = recall_value(outcomes[0].value, list(expected))
+            got, problem = parsed(outcomes, recall_value, list(expected))
             if problem:
                 return False, problem
             if any(abs(got[k] - v) > 1e-6 for k, v in expected.items()):
@@ -679,10 +665,7 @@ for _lab in ("lab4_beyond",):
     ):
         def _expect_score(expected, what, function=_function):
             def judge(outcomes, ctx):
-                failure = _failed(outcomes)
-                if failure:
-                    return False, failure
-                got, problem = _float_value(outcomes[0].value, function)
+                got, problem = parsed(outcomes, _float_value, function)
                 if problem:
                     return False, problem
                 if abs(got - expected) > 1e-4:
