@@ -16,8 +16,9 @@ import torch
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
+from autograder.evaluation import full_ranking_ap
 from labtools.data import BalancedBatchSampler, DeviceLoader
-from labtools.models import ConvNet, load_checkpoint, save_checkpoint
+from labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint
 
 LossFn = Callable[[ConvNet, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -77,6 +78,18 @@ def accuracy(net: ConvNet, dataset: TensorDataset, batch_size: int = 1000) -> fl
     return correct / len(labels)
 
 
+def validation_map(net: ConvNet, dataset: TensorDataset) -> float:
+    """mAP of ``net``'s features on ``dataset`` ranked against itself (each image a query, itself excluded)."""
+    images, labels = dataset.tensors
+    return full_ranking_ap(extract_features(net, images, progress=False), labels).mean().item()
+
+
+def best_path(checkpoint: str | Path) -> Path:
+    """Where :func:`fit` keeps the weights of the best validation mAP so far, beside ``checkpoint``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ".best.pt")
+
+
 def fit(
     net: ConvNet,
     train_set: TensorDataset,
@@ -87,6 +100,7 @@ def fit(
     epochs: int = 100,
     lr: float = 0.01,
     momentum: float = 0.9,
+    weight_decay: float = 0.0,
     batch_size: int = 100,
     schedule: str = "constant",
     samples_per_class: int | None = None,
@@ -94,6 +108,7 @@ def fit(
     device: str | torch.device | None = None,
     seed: int = 0,
     val_set: TensorDataset | None = None,
+    select: str = "last",
     progress: bool = True,
 ) -> dict[str, list[float]]:
     """Train ``net`` for ``epochs`` epochs of SGD; ``loss_fn(net, images, labels)`` gives a batch's loss.
@@ -104,16 +119,22 @@ def fit(
     After every epoch it prints the epoch's total loss and saves ``net``, the optimizer and the
     history to ``checkpoint``; when ``checkpoint`` exists it resumes from the epoch stored there.
     Returns the history: "loss" (mean over batches), "loss_total" (sum), "epoch_s" (seconds per
-    epoch), "lr" (learning rate of each epoch), and "val_accuracy" when ``val_set`` is given.
+    epoch), "lr" (learning rate of each epoch), and with ``val_set`` "val_accuracy" and "val_map"
+    (:func:`validation_map`). ``select="val_map"`` ends with the weights of the epoch of best
+    validation mAP (kept in :func:`best_path` of ``checkpoint``) instead of the last epoch's.
     """
+    if select not in ("last", "val_map"):
+        raise ValueError(f"select must be 'last' or 'val_map', got {select!r}")
+    if select == "val_map" and (val_set is None or checkpoint is None):
+        raise ValueError("select='val_map' needs a val_set and a checkpoint path")
     device = torch.device(device) if device is not None else torch.device("cpu")
     # conv weights and activations in NHWC order: 1.2-1.5x faster steps of this ConvNet on the CPU
     net.to(device=device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     lrs = [scheduled_lr(lr, schedule, epoch, epochs) for epoch in range(1, epochs + 1)]
     history: dict[str, list[float]] = {"loss": [], "loss_total": [], "epoch_s": [], "lr": []}
     if val_set is not None:
-        history["val_accuracy"] = []
+        history["val_accuracy"], history["val_map"] = [], []
     done = 0
     if checkpoint is not None and Path(checkpoint).exists():
         _, record = load_checkpoint(checkpoint, net, device=device)
@@ -151,10 +172,16 @@ def fit(
         message = f"epoch {epoch}/{epochs}: total {loss_name} loss {total.item():.4f}"
         if val_set is not None:
             history["val_accuracy"].append(accuracy(net, val_set))
-            message += f", validation accuracy {history['val_accuracy'][-1]:.4f}"
+            history["val_map"].append(validation_map(net, val_set))
+            message += f", validation accuracy {history['val_accuracy'][-1]:.4f}, mAP {history['val_map'][-1]:.4f}"
         print(message, flush=True)
+        if select == "val_map" and history["val_map"][-1] >= max(history["val_map"]):
+            save_checkpoint(best_path(checkpoint), net, dataset=dataset_name, loss=loss_name, seed=seed,
+                            epochs=epoch, history=history)
         if checkpoint is not None:
             save_checkpoint(checkpoint, net, dataset=dataset_name, loss=loss_name, seed=seed,
                             epochs=epoch, history=history, optimizer=optimizer)
+    if select == "val_map":
+        load_checkpoint(best_path(checkpoint), net, device=device)
     net.eval()
     return history

@@ -157,3 +157,23 @@ def test_fashion_configs_train_and_their_cards_state_the_choices(name, tmp_path,
     assert card["sampler"].startswith("uniform" if config.samples_per_class is None else "class-balanced: 10 classes x 10")
     _, record = load_checkpoint(tmp_path / f"{name}.pt")
     assert record["loss"] == config.loss and len(record["history"]["loss"]) == 1
+
+
+def test_select_val_map_ends_with_the_best_validation_epoch(tmp_path):
+    from autograder.training import best_path, validation_map
+
+    def ce(net, images, labels):
+        return torch.nn.functional.cross_entropy(net(images), labels)
+
+    torch.manual_seed(0)
+    net = ConvNet()
+    val = TensorDataset(*(t[200:400] for t in digits_dataset().tensors))
+    history = fit(net, small_set(), ce, loss_name="cross_entropy", epochs=4, lr=0.5, weight_decay=5e-4,
+                  checkpoint=tmp_path / "ce.pt", val_set=val, select="val_map", progress=False)
+    assert len(history["val_map"]) == 4 and len(history["val_accuracy"]) == 4
+    best = max(range(4), key=history["val_map"].__getitem__)
+    _, record = load_checkpoint(best_path(tmp_path / "ce.pt"))
+    assert record["epochs"] == best + 1
+    assert validation_map(net, val) == pytest.approx(history["val_map"][best], abs=1e-6)
+    with pytest.raises(ValueError, match="needs a val_set"):
+        fit(ConvNet(), small_set(), ce, loss_name="cross_entropy", epochs=1, select="val_map")
