@@ -18,6 +18,8 @@ $(VENV)/.installed: requirements.txt benchmarks/requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt -c requirements.txt
+	# the build backend, pinned: venvs of Python >= 3.12 come without setuptools
+	$(BIN)/python -m pip install --quiet setuptools==84.2.1
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
