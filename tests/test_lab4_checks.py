@@ -22,6 +22,8 @@ MISTAKES = {
     "nmi_max_normalization": ([("(mutual_information / ((h_labels + h_clusters) / 2))",
                                 "(mutual_information / torch.maximum(h_labels, h_clusters))")],
                               {"nmi.hidden_fixed", "nmi.hidden_random"}),  # equal entropies in the public examples
+    "head_with_learned_layer_norm": ([("x = F.layer_norm(x, x.shape[-1:])", "x = F.normalize(x, dim=1) * 4")],
+                                     {"NormSoftmax.layer_norm", "NormSoftmax.hidden_random"}),
     "arcface_margin_on_the_cosine": ([("torch.cos(theta + margin)", "true_cos - margin")],
                                      {"arcface_loss.hand_example", "arcface_loss.hidden_fixed",
                                       "arcface_loss.hidden_random"}),

@@ -330,3 +330,32 @@ def hidden_checks(lab_id: str, function: str | None = None) -> list[Check]:
     from labtools.checks.registry import checks_for
 
     return checks_for(lab_id, function, hidden=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 4: the NormSoftmax head on fresh random inputs (without projection it has no random weights)
+
+
+def _head_prepare():
+    from autograder.reference.lab4 import NormSoftmax
+
+    seed = random.Random().randrange(1 << 30)
+    x = 2 * torch.randn(6, 16, generator=torch.Generator().manual_seed(seed)) + 0.5
+    with torch.no_grad():
+        expected = NormSoftmax(16, 5)(x)
+    return [Call("NormSoftmax", [16, 5], {}, then=[{"call": [x]}])], expected
+
+
+def _head_judge(outcomes, expected, ctx):
+    value, problem = parsed(outcomes, lambda v: (v, expect_tensor(v, "NormSoftmax(16, 5)(x)", list(expected.shape))))
+    if problem:
+        return False, problem
+    err = (value.double() - expected.double()).abs().max().item()
+    if err > TOL:
+        return False, f"the embedding differs from the reference's by up to {err:.2e} (tolerance {TOL:g})"
+    return True, f"the embedding of random inputs drawn at grading time matches the reference (tolerance {TOL:g})"
+
+
+register(Check("NormSoftmax.hidden_random", "lab4_beyond", "NormSoftmax", 0.2,
+               "NormSoftmax(16, 5) embeds random inputs as the reference does", _head_prepare, _head_judge,
+               hidden=True))

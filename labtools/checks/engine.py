@@ -122,7 +122,9 @@ def _source_of(obj) -> str | None:
             if func is obj:
                 return None
             continue
-        for name in _global_names(func.__code__):
+        codes = ([m.__code__ for m in vars(func).values() if inspect.isfunction(m)] if inspect.isclass(func)
+                 else [func.__code__])
+        for name in set().union(*map(_global_names, codes)):
             value = namespace.get(name)
             if inspect.isfunction(value) and value.__globals__ is namespace:
                 stack.append(value)

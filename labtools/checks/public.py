@@ -725,3 +725,70 @@ for _lab in ("lab4_beyond",):
     vectorized_check(_lab, "arcface_loss", 0.2,
                      lambda s: Call("arcface_loss", [unit_rows(32 * s, 8, 8), torch.arange(32 * s) % 5,
                                                      unit_rows(5, 8, 9)], {}, instrument=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 4: the NormSoftmax head (a class: the checks build it, then call it or read an attribute)
+
+
+def _head_call(*then, args=(16, 5), **kwargs) -> Call:
+    return Call("NormSoftmax", list(args), kwargs, then=list(then))
+
+
+for _lab in ("lab4_beyond",):
+    _X = unit_rows(8, 16, 10) * 3 + 1  # [8, 16]: rows of any scale and offset
+
+    def _head_shapes(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        embedding, weight, temperature = (o.value for o in outcomes)
+        problem = (expect_tensor(embedding, "NormSoftmax(16, 5)(x) for x [8, 16]", [8, 16])
+                   or expect_tensor(weight, "NormSoftmax(16, 5).weight", [5, 16]))
+        if problem:
+            return False, problem
+        if not torch.allclose(embedding.norm(dim=1), torch.ones(8), atol=1e-5):
+            return False, "the embedding rows should be L2-normalized (norm 1)"
+        temperature, problem = _float_value(temperature, "NormSoftmax(16, 5).temperature")
+        if problem or abs(temperature - 0.05) > 1e-12:
+            return False, problem or f"the default temperature should be 0.05, got {temperature}"
+        return True, "embedding [8, 16] of unit rows, class weights [5, 16], temperature 0.05"
+
+    _simple("NormSoftmax.shapes", _lab, "NormSoftmax", 0.3,
+            "NormSoftmax(16, 5): unit embeddings [B, 16], a weight [5, 16] per class, temperature 0.05",
+            lambda: [_head_call({"call": [_X]}), _head_call({"attr": "weight"}), _head_call({"attr": "temperature"})],
+            _head_shapes)
+
+    def _head_layer_norm(outcomes, ctx):
+        embedding, problem = parsed(outcomes, lambda v: (v, expect_tensor(v, "NormSoftmax(4, 3)(x)", [2, 4])))
+        if problem:
+            return False, problem
+        expected = torch.tensor([[-0.6708, -0.2236, 0.2236, 0.6708]] * 2)
+        if not torch.allclose(embedding.float(), expected, atol=1e-4):
+            return False, (f"rows [1, 2, 3, 4] and [10, 20, 30, 40] should give {expected[0].tolist()} (layer "
+                           f"normalization without learned parameters, then L2), got {embedding.tolist()}")
+        return True, "layer normalization, then L2: [1, 2, 3, 4] and its 10 times give [-0.67, -0.22, 0.22, 0.67]"
+
+    _simple("NormSoftmax.layer_norm", _lab, "NormSoftmax", 0.3,
+            "the embedding is the layer-normalized input (no learned scale or shift), L2-normalized",
+            lambda: [_head_call({"call": [torch.tensor([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]])]},
+                                args=(4, 3))],
+            _head_layer_norm)
+
+    def _head_projection(outcomes, ctx):
+        failure = _failed(outcomes)
+        if failure:
+            return False, failure
+        embedding, weight = (o.value for o in outcomes)
+        problem = (expect_tensor(embedding, "NormSoftmax(16, 5, embedding_dim=4)(x) for x [8, 16]", [8, 4])
+                   or expect_tensor(weight, "NormSoftmax(16, 5, embedding_dim=4).weight", [5, 4]))
+        if problem:
+            return False, problem
+        if not torch.allclose(embedding.norm(dim=1), torch.ones(8), atol=1e-5):
+            return False, "the projected embedding rows should be L2-normalized (norm 1)"
+        return True, "with embedding_dim=4: unit embeddings [8, 4] and class weights [5, 4]"
+
+    _simple("NormSoftmax.projection", _lab, "NormSoftmax", 0.2,
+            "with embedding_dim, a linear projection to that size before the L2 normalization",
+            lambda: [_head_call({"call": [_X]}, embedding_dim=4), _head_call({"attr": "weight"}, embedding_dim=4)],
+            _head_projection)

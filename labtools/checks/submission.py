@@ -30,8 +30,8 @@ LAB_FUNCTIONS = {
     "lab1_retrieval": ("distances", "evaluate_AP", "evaluate_mAP"),
     "lab2_triplet": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss", "train_triplets"),
     "lab3_smoothap": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss", "smooth_ap_loss"),
-    "lab4_beyond": ("distances", "recall_at_k", "kmeans", "contingency_table", "nmi", "f1", "norm_softmax_loss",
-                    "arcface_loss"),
+    "lab4_beyond": ("distances", "recall_at_k", "kmeans", "contingency_table", "nmi", "f1", "NormSoftmax",
+                    "norm_softmax_loss", "arcface_loss"),
 }
 
 #: Modules whose use is refused: library implementations of what the labs ask for, and the grader.
@@ -137,7 +137,7 @@ def _definitions(source: str) -> list[ast.stmt]:
 
 
 def _defines(source: str, name: str) -> bool:
-    return any(isinstance(n, ast.FunctionDef) and n.name == name for n in _definitions(source))
+    return any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name for n in _definitions(source))
 
 
 def extract_from_notebook(nb: dict, lab_id: str) -> tuple[str, list[str]]:
@@ -193,13 +193,14 @@ def extract_submission(notebook_path: str | os.PathLike, lab_id: str) -> str:
     return source
 
 
-def defined_functions(source: str) -> dict[str, ast.FunctionDef]:
-    """Top-level function definitions of ``source`` by name (the last one wins, as in Python)."""
+def defined_functions(source: str) -> dict[str, ast.FunctionDef | ast.ClassDef]:
+    """Top-level function and class definitions of ``source`` by name (the last one wins, as in
+    Python); a class counts as one function, its methods included."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return {}
-    return {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    return {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
 
 
 def policy_violations(source: str) -> list[str]:

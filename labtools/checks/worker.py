@@ -204,6 +204,11 @@ def perform_call(namespace: dict, call: dict, scratch: str) -> dict:
             value, counts = _call_counted(func, args, kwargs, getattr(func, "__globals__", namespace))
         else:
             value, counts = func(*args, **kwargs), {}
+        for step in call.get("then", []):
+            if "attr" in step:
+                value = getattr(value, str(step["attr"]))
+            else:
+                value = value(*[build_arg(a, scratch) for a in step.get("call", [])])
     except MemoryError:
         return {"ok": False, "error": "MemoryError: ran out of memory", "value": None, "counts": {}}
     except RecursionError:
