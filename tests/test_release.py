@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from autograder import release
-from autograder.reference import lab1, lab2, lab3, lab4
+from autograder.reference import lab1, lab2, lab3, lab4, lab5
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_MODULES = (lab1, lab2, lab3, lab4)
+REFERENCE_MODULES = (lab1, lab2, lab3, lab4, lab5)
 
 
 @pytest.fixture(scope="module")
