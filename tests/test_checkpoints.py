@@ -16,7 +16,8 @@ REQUIRED = {"dataset", "loss", "architecture", "seed", "epochs", "command", "dev
 
 
 def test_the_required_checkpoints_are_shipped():
-    assert {"mnist_classifier", "mnist_triplet"} <= {card.stem for card in CARDS}
+    required = {"mnist_classifier", "mnist_triplet", "fashion_classifier", "fashion_triplet", "fashion_smoothap"}
+    assert required <= {card.stem for card in CARDS}
 
 
 @pytest.mark.parametrize("card_path", CARDS, ids=lambda p: p.stem)
@@ -49,3 +50,25 @@ def test_mnist_goals_of_the_course():
     triplet = json.loads((MODELS / "mnist_triplet.json").read_text())["scores"]
     assert classifier["test_accuracy"] >= 0.99
     assert triplet["map_100"] >= 0.98
+
+
+REPORT_MAP = {"fashion_classifier": 0.61, "fashion_triplet": 0.79, "fashion_smoothap": 0.77}
+
+
+@pytest.mark.parametrize("name", sorted(REPORT_MAP))
+def test_fashion_networks_beat_the_student_report(name):
+    """Lab 3: mAP over the 100 queries above the report's Table I (0.61, 0.79, 0.77)."""
+    scores = json.loads((MODELS / f"{name}.json").read_text())["scores"]
+    assert scores["map_100"] > REPORT_MAP[name], scores
+    assert {"map_1000", "map_10000"} <= set(scores)
+
+
+@pytest.mark.parametrize("name, goal", [
+    ("fashion_classifier", 0.64),
+    ("fashion_triplet", 0.82),
+    pytest.param("fashion_smoothap", 0.88, marks=pytest.mark.xfail(
+        strict=True, reason="not met: map_100 0.868 after 100 epochs on the CPU (tau 0.01, lr 0.05 cosine); "
+                            "a retrained configuration must reach it")),
+])
+def test_fashion_goals_of_the_course(name, goal):
+    assert json.loads((MODELS / f"{name}.json").read_text())["scores"]["map_100"] >= goal
