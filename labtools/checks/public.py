@@ -738,26 +738,32 @@ def _head_call(*then, args=(16, 5), **kwargs) -> Call:
 for _lab in ("lab4_beyond",):
     _X = unit_rows(8, 16, 10) * 3 + 1  # [8, 16]: rows of any scale and offset
 
-    def _head_shapes(outcomes, ctx):
-        failure = _failed(outcomes)
-        if failure:
-            return False, failure
-        embedding, weight, temperature = (o.value for o in outcomes)
-        problem = (expect_tensor(embedding, "NormSoftmax(16, 5)(x) for x [8, 16]", [8, 16])
-                   or expect_tensor(weight, "NormSoftmax(16, 5).weight", [5, 16]))
-        if problem:
-            return False, problem
-        if not torch.allclose(embedding.norm(dim=1), torch.ones(8), atol=1e-5):
-            return False, "the embedding rows should be L2-normalized (norm 1)"
-        temperature, problem = _float_value(temperature, "NormSoftmax(16, 5).temperature")
-        if problem or abs(temperature - 0.05) > 1e-12:
-            return False, problem or f"the default temperature should be 0.05, got {temperature}"
-        return True, "embedding [8, 16] of unit rows, class weights [5, 16], temperature 0.05"
+    def _head_judge(dim: int, made: str):
+        """Judge of ``made(x)`` for x [8, 16] ([8, dim] unit rows) and ``made.weight`` ([5, dim]), then,
+        with a third call, ``made.temperature`` (0.05 by default)."""
+        def judge(outcomes, ctx):
+            failure = _failed(outcomes)
+            if failure:
+                return False, failure
+            embedding, weight = outcomes[0].value, outcomes[1].value
+            problem = (expect_tensor(embedding, f"{made}(x) for x [8, 16]", [8, dim])
+                       or expect_tensor(weight, f"{made}.weight", [5, dim]))
+            if problem:
+                return False, problem
+            if not torch.allclose(embedding.norm(dim=1), torch.ones(8), atol=1e-5):
+                return False, "the embedding rows should be L2-normalized (norm 1)"
+            if len(outcomes) > 2:
+                temperature, problem = _float_value(outcomes[2].value, f"{made}.temperature")
+                if problem or abs(temperature - 0.05) > 1e-12:
+                    return False, problem or f"the default temperature should be 0.05, got {temperature}"
+            temperature = ", temperature 0.05" if len(outcomes) > 2 else ""
+            return True, f"{made}: unit embeddings [8, {dim}], class weights [5, {dim}]{temperature}"
+        return judge
 
     _simple("NormSoftmax.shapes", _lab, "NormSoftmax", 0.3,
             "NormSoftmax(16, 5): unit embeddings [B, 16], a weight [5, 16] per class, temperature 0.05",
             lambda: [_head_call({"call": [_X]}), _head_call({"attr": "weight"}), _head_call({"attr": "temperature"})],
-            _head_shapes)
+            _head_judge(16, "NormSoftmax(16, 5)"))
 
     def _head_layer_norm(outcomes, ctx):
         embedding, problem = parsed(outcomes, lambda v: (v, expect_tensor(v, "NormSoftmax(4, 3)(x)", [2, 4])))
@@ -775,20 +781,7 @@ for _lab in ("lab4_beyond",):
                                 args=(4, 3))],
             _head_layer_norm)
 
-    def _head_projection(outcomes, ctx):
-        failure = _failed(outcomes)
-        if failure:
-            return False, failure
-        embedding, weight = (o.value for o in outcomes)
-        problem = (expect_tensor(embedding, "NormSoftmax(16, 5, embedding_dim=4)(x) for x [8, 16]", [8, 4])
-                   or expect_tensor(weight, "NormSoftmax(16, 5, embedding_dim=4).weight", [5, 4]))
-        if problem:
-            return False, problem
-        if not torch.allclose(embedding.norm(dim=1), torch.ones(8), atol=1e-5):
-            return False, "the projected embedding rows should be L2-normalized (norm 1)"
-        return True, "with embedding_dim=4: unit embeddings [8, 4] and class weights [5, 4]"
-
     _simple("NormSoftmax.projection", _lab, "NormSoftmax", 0.2,
             "with embedding_dim, a linear projection to that size before the L2 normalization",
             lambda: [_head_call({"call": [_X]}, embedding_dim=4), _head_call({"attr": "weight"}, embedding_dim=4)],
-            _head_projection)
+            _head_judge(4, "NormSoftmax(16, 5, embedding_dim=4)"))
