@@ -24,7 +24,7 @@ from autograder.evaluation import full_ranking_ap
 from autograder.reference.lab2 import triplet_loss
 from autograder.reference.lab3 import smooth_ap_loss
 from autograder.training import SCHEDULES, accuracy, best_path, fit
-from labtools.data import fixed_test_set, load_images, train_val_split
+from labtools.data import fixed_test_indices, load_images, train_val_split
 from labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -115,12 +115,12 @@ def measure_scores(net: ConvNet, dataset: str, loss: str, root=None) -> dict[str
     10,000 queries each ranked against the other 9,999; test_accuracy (classifiers only): accuracy
     on the 10,000 official test images.
     """
-    test = fixed_test_set(dataset, root=root)
-    features = extract_features(net, test.tensors[0], progress=False)
-    ap = full_ranking_ap(features, test.tensors[1])
     images, labels = load_images(dataset, train=False, root=root)
+    features = extract_features(net, images, progress=False)  # [10000, D]; the fixed set is a subset
+    fixed = fixed_test_indices(labels)  # the rows of fixed_test_set, in its order
+    ap = full_ranking_ap(features[fixed], labels[fixed])
     scores = {"map_100": ap[:100].mean().item(), "map_1000": ap.mean().item(),
-              "map_10000": full_ranking_ap(extract_features(net, images, progress=False), labels).mean().item()}
+              "map_10000": full_ranking_ap(features, labels).mean().item()}
     if loss == "cross_entropy":
         scores["test_accuracy"] = accuracy(net, torch.utils.data.TensorDataset(images, labels))
     return scores
