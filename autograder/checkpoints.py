@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from autograder.evaluation import full_ranking_ap
 from autograder.reference.lab2 import triplet_loss
 from autograder.reference.lab3 import smooth_ap_loss
-from autograder.training import SCHEDULES, accuracy, best_path, fit
+from autograder.training import AUGMENTATIONS, SCHEDULES, accuracy, best_path, fit
 from labtools.data import fixed_test_indices, load_images, train_val_split
 from labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint
 
@@ -50,7 +50,8 @@ class Config:
 
     ``hyperparameters`` are passed to ``loss_fn`` as keywords. ``schedule`` names the learning-rate
     schedule (:data:`autograder.training.SCHEDULES`); with ``samples_per_class`` K, batches are
-    class-balanced, ``batch_size // K`` classes x K images, else drawn uniformly. ``select`` is
+    class-balanced, ``batch_size // K`` classes x K images, else drawn uniformly; ``augment`` names
+    the batches' augmentation (:data:`autograder.training.AUGMENTATIONS`). ``select`` is
     "last" (the weights after the last epoch) or "val_map" (those of the epoch of best mAP on the
     6,000 validation images).
     """
@@ -65,6 +66,7 @@ class Config:
     batch_size: int = 100
     schedule: str = "constant"
     samples_per_class: int | None = None
+    augment: str = "none"
     seed: int = 0
     select: str = "last"
     hyperparameters: dict = field(default_factory=dict)
@@ -147,7 +149,7 @@ def train_checkpoint(name: str, *, epochs: int | None = None, device: str | None
     history = fit(net, train_set, loss_fn, loss_name=config.loss, dataset_name=config.dataset,
                   epochs=epochs, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                   batch_size=config.batch_size, schedule=config.schedule, samples_per_class=config.samples_per_class,
-                  checkpoint=out / f"{name}.train.pt", device=device, seed=config.seed,
+                  augment=config.augment, checkpoint=out / f"{name}.train.pt", device=device, seed=config.seed,
                   val_set=val_set, select=config.select, progress=progress)
     net = net.cpu().eval()
     scores = measure_scores(net, config.dataset, config.loss, root=root)
@@ -165,6 +167,7 @@ def train_checkpoint(name: str, *, epochs: int | None = None, device: str | None
         "schedule": f"{config.schedule}: {SCHEDULES[config.schedule]}",
         "batch_size": config.batch_size,
         "sampler": config.sampler(),
+        "augmentation": AUGMENTATIONS[config.augment],
         "hyperparameters": config.hyperparameters,
         **({"selected_epoch": 1 + max(range(epochs), key=history["val_map"].__getitem__),
             "selection": "the weights of the epoch of best mAP on the validation images (history val_map)"}

@@ -29,6 +29,23 @@ SCHEDULES = {
 }
 
 
+#: Augmentations of the training batches: what :func:`augment_batch` does to each batch.
+AUGMENTATIONS = {
+    "none": "none: the training images as they are",
+    "hflip": "each training image mirrored left-right with probability 1/2 (drawn from seed + epoch)",
+}
+
+
+def augment_batch(images: torch.Tensor, augment: str, generator: torch.Generator) -> torch.Tensor:
+    """``images [B, C, H, W]`` augmented as :data:`AUGMENTATIONS` says, with coins from ``generator`` (CPU)."""
+    if augment == "none":
+        return images
+    if augment == "hflip":
+        mirrored = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
+        return torch.where(mirrored[:, None, None, None], images.flip(-1), images)
+    raise ValueError(f"unknown augmentation {augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
+
+
 def scheduled_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
     """The learning rate of epoch ``epoch`` (1-based) of ``epochs`` under ``schedule`` (see :data:`SCHEDULES`)."""
     if schedule == "constant":
@@ -104,6 +121,7 @@ def fit(
     batch_size: int = 100,
     schedule: str = "constant",
     samples_per_class: int | None = None,
+    augment: str = "none",
     checkpoint: str | Path | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
@@ -115,7 +133,8 @@ def fit(
 
     Batches of ``batch_size`` are drawn without replacement (seeded by ``seed`` and the epoch), or,
     with ``samples_per_class`` K, are class-balanced: ``batch_size // K`` classes x K images
-    (:class:`BalancedLoader`). The learning rate of each epoch follows ``schedule`` (:data:`SCHEDULES`).
+    (:class:`BalancedLoader`). The learning rate of each epoch follows ``schedule`` (:data:`SCHEDULES`);
+    each batch is augmented as ``augment`` says (:data:`AUGMENTATIONS`), seeded by ``seed`` and the epoch.
     After every epoch it prints the epoch's total loss and saves ``net``, the optimizer and the
     history to ``checkpoint``; when ``checkpoint`` exists it resumes from the epoch stored there.
     Returns the history: "loss" (mean over batches), "loss_total" (sum), "epoch_s" (seconds per
@@ -123,6 +142,8 @@ def fit(
     (:func:`validation_map`). ``select="val_map"`` ends with the weights of the epoch of best
     validation mAP (kept in :func:`best_path` of ``checkpoint``) instead of the last epoch's.
     """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
     if select not in ("last", "val_map"):
         raise ValueError(f"select must be 'last' or 'val_map', got {select!r}")
     if select == "val_map" and (val_set is None or checkpoint is None):
@@ -159,8 +180,9 @@ def fit(
         for group in optimizer.param_groups:
             group["lr"] = lrs[epoch - 1]
         total = torch.zeros((), device=device)
+        coins = torch.Generator().manual_seed(seed + epoch)
         for images, labels in tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False):
-            loss = loss_fn(net, images, labels)
+            loss = loss_fn(net, augment_batch(images, augment, coins), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

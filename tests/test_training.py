@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from autograder.reference.lab2 import triplet_loss, train_triplets
-from autograder.training import fit
+from autograder.training import augment_batch, fit
 from labtools.data import digits_dataset
 from labtools.models import ConvNet, load_checkpoint
 
@@ -128,9 +128,23 @@ def test_cosine_schedule_sets_the_lr_of_each_epoch(tmp_path):
         fit(ConvNet(), small_set(100), cross_entropy, loss_name="ce", epochs=1, schedule="step")
 
 
-def test_resumed_training_with_schedule_and_balanced_batches_equals_uninterrupted_training(tmp_path):
+def test_hflip_mirrors_about_half_the_images_and_nothing_else():
+    images = torch.randn(1000, 1, 4, 5)
+    out = augment_batch(images, "hflip", torch.Generator().manual_seed(0))
+    mirrored = (out == images.flip(-1)).flatten(1).all(1)
+    kept = (out == images).flatten(1).all(1)
+    assert bool((mirrored ^ kept).all())  # every image is either mirrored or untouched
+    assert 400 < int(mirrored.sum()) < 600
+    again = augment_batch(images, "hflip", torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # the coins come from the generator
+    assert augment_batch(images, "none", torch.Generator()) is images
+    with pytest.raises(ValueError, match="unknown augmentation 'crop'"):
+        fit(ConvNet(), small_set(100), cross_entropy, loss_name="ce", epochs=1, augment="crop")
+
+
+def test_resumed_training_with_schedule_balanced_batches_and_flips_equals_uninterrupted_training(tmp_path):
     options = dict(loss_name="ce", epochs=3, lr=0.05, batch_size=50, schedule="cosine", samples_per_class=5,
-                   seed=3, progress=False)
+                   augment="hflip", seed=3, progress=False)
     torch.manual_seed(0)
     straight = ConvNet()
     fit(straight, small_set(), cross_entropy, **options)
