@@ -40,6 +40,11 @@ class DVML(nn.Module):
         self.decoder = nn.Sequential(nn.Linear(embedding_dim, FEATURE_DIM), nn.ReLU(),
                                      nn.Linear(FEATURE_DIM, FEATURE_DIM))
 
+    @property
+    def config(self):
+        """The constructor's arguments but the backbone, stored in a checkpoint to rebuild the network."""
+        return {"embedding_dim": self.embedding_dim}
+
     def encode(self, x):
         """Images ``[B, 1, 28, 28]`` to a dict of ``features`` ``[B, 256]`` (the backbone's
         unnormalized output), ``mu``, ``logvar`` and ``z_inv`` ``[B, D]`` (unit rows)."""

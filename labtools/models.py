@@ -4,7 +4,7 @@ A checkpoint is a plain dict saved with :func:`torch.save` and readable with
 ``torch.load(path, weights_only=True)``::
 
     {"format": "metric-lab-checkpoint", "version": 1,
-     "architecture": "ConvNet", "config": {"num_classes": 10},
+     "architecture": "ConvNet", "config": {"num_classes": 10},  # the constructor's arguments
      "state_dict": {...}, "dataset": "MNIST", "loss": "triplet", "seed": 0, "epochs": 100,
      "history": {"loss": [...], ...}, "scores": {...}, "optimizer": {...} or None}
 """
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "ConvNet",
+    "EmbeddingNet",
     "CheckpointError",
     "extract_features",
     "save_checkpoint",
@@ -59,6 +60,11 @@ class ConvNet(nn.Sequential):
         super().__init__(*layers)
         self.num_classes = num_classes
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments, stored in a checkpoint to rebuild the network."""
+        return {"num_classes": int(self.num_classes)}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_images(x)
         return super().forward(x)
@@ -73,6 +79,46 @@ class ConvNet(nn.Sequential):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalized embedding of images ``[B, 1, 28, 28]``: ``[B, 256]`` with unit rows."""
         return nn.functional.normalize(self.embed(x), p=2, dim=1)
+
+
+class EmbeddingNet(nn.Module):
+    """A :class:`ConvNet` backbone, an embedding head, and the class vectors of the loss that trained it.
+
+    ``net.features(x)`` maps images ``[B, 1, 28, 28]`` to unit rows ``[B, 256]``: the backbone's
+    ``embed``, layer-normalized without learned parameters when ``layer_norm``, then L2-normalized
+    (the backbone's classification layer is left unused). ``net.weight`` holds the learned class
+    vectors of a proxy or classification loss: ``[C, 256]`` for ``sub_centers=1`` (NormSoftmax,
+    ArcFace, ProxyNCA), ``[C, K, 256]`` for ``sub_centers=K > 1`` (Sub-center ArcFace), ``None``
+    for ``sub_centers=0`` (pair and triplet losses).
+    """
+
+    def __init__(self, num_classes: int = 10, layer_norm: bool = False, sub_centers: int = 1) -> None:
+        super().__init__()
+        if isinstance(sub_centers, bool) or not isinstance(sub_centers, int) or sub_centers < 0:
+            raise ValueError(f"sub_centers must be an integer >= 0, got {sub_centers!r}")
+        self.backbone = ConvNet(num_classes)
+        self.num_classes, self.layer_norm, self.sub_centers = num_classes, bool(layer_norm), sub_centers
+        shape = (num_classes, FEATURE_DIM) if sub_centers == 1 else (num_classes, sub_centers, FEATURE_DIM)
+        self.weight = nn.Parameter(torch.randn(shape)) if sub_centers else None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments, stored in a checkpoint to rebuild the network."""
+        return {"num_classes": int(self.num_classes), "layer_norm": self.layer_norm, "sub_centers": self.sub_centers}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalized embedding of images ``[B, 1, 28, 28]``: ``[B, 256]`` with unit rows."""
+        x = self.backbone.embed(x)
+        if self.layer_norm:
+            x = nn.functional.layer_norm(x, x.shape[-1:])
+        return nn.functional.normalize(x, p=2, dim=1)
+
+
+def architectures() -> dict[str, type[nn.Module]]:
+    """The networks a checkpoint can hold, by the name stored in its ``architecture`` field."""
+    from labtools.dvml import DVML  # imports this module
+
+    return {"ConvNet": ConvNet, "EmbeddingNet": EmbeddingNet, "DVML": DVML}
 
 
 def _check_images(x: torch.Tensor) -> None:
@@ -118,7 +164,7 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(
     path: str | os.PathLike,
-    net: ConvNet,
+    net: nn.Module,
     *,
     dataset: str,
     loss: str,
@@ -128,7 +174,8 @@ def save_checkpoint(
     scores: dict[str, float] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
 ) -> Path:
-    """Save ``net`` with what it was trained on and how; ``optimizer`` makes training resumable.
+    """Save ``net`` (one of :func:`architectures`) with what it was trained on and how;
+    ``optimizer`` makes training resumable.
 
     The file is written to a temporary name and renamed, so an interrupted save never leaves a
     truncated checkpoint behind.
@@ -139,7 +186,7 @@ def save_checkpoint(
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "architecture": type(net).__name__,
-        "config": {"num_classes": int(net.num_classes)},
+        "config": net.config,
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "dataset": dataset,
         "loss": loss,
@@ -175,9 +222,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, net: ConvNet | None = None, device: str | torch.device = "cpu"
-) -> tuple[ConvNet, dict[str, Any]]:
-    """Load a checkpoint into ``net`` (a new :class:`ConvNet` of the stored size if ``None``).
+    path: str | os.PathLike, net: nn.Module | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint into ``net`` (if ``None``, a new network of the stored architecture and
+    config: a :class:`ConvNet`, an :class:`EmbeddingNet` or a :class:`~labtools.dvml.DVML`).
 
     Returns ``(net, record)``, the network in eval mode on ``device`` and the checkpoint's record
     (dataset, loss, seed, epochs, history, scores, optimizer state). Raises
@@ -185,12 +233,20 @@ def load_checkpoint(
     """
     record = read_checkpoint(path)
     state = record["state_dict"]
-    if net is None:
+    stored = record.get("architecture")
+    if net is None and stored not in (None, "ConvNet"):
+        known = architectures()
+        if stored not in known:
+            raise CheckpointError(f"{path} holds a {stored}, which is none of {', '.join(known)}")
+        try:
+            net = known[stored](**record.get("config", {}))
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{path} holds a {stored} of an unknown configuration: {error}") from error
+    elif net is None:
         num_classes = record.get("config", {}).get("num_classes")
         if num_classes is None and "10.weight" in state:
             num_classes = state["10.weight"].shape[0]
         net = ConvNet(num_classes=num_classes or 10)
-    stored = record.get("architecture")
     if stored is not None and stored != type(net).__name__:
         raise CheckpointError(f"{path} holds a {stored}, not a {type(net).__name__}")
     expected = net.state_dict()

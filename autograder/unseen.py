@@ -1,0 +1,269 @@
+"""Lab 4's study: five losses, trained on all classes and with the last two held out, on two datasets.
+
+``python -m autograder unseen`` trains every run of :data:`RUNS` that ``models/lab4/`` lacks (each
+resumable, seeded, with its card ``<name>.json``), measures them all and writes the table
+``models/lab4/results.md``: for every dataset, loss and training (all classes or held out), the
+metrics on the test images of the seen classes (0-7) and of the held-out ones (8, 9).
+
+Every run trains an :class:`~labtools.models.EmbeddingNet` (the lab's ConvNet with the loss's class
+vectors) with :func:`autograder.training.fit`; only the loss and its head differ. Metrics
+(:func:`measure`): precision@1 of nearest-neighbour classification of the 10,000 test images
+against the 54,000 training images (all classes, also for a network that never saw two of them),
+overall and per class; on each test subset Recall@K (K = 1, 2, 4, ..., 32), NMI and F1 of k-means
+with as many clusters as classes, and mAP (every image a query against the others of its subset).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import TensorDataset
+
+from autograder.checkpoints import MODELS_DIR, describe_device
+from autograder.evaluation import full_ranking_ap
+from autograder.reference.lab4 import arcface_loss, f1, nmi, norm_softmax_loss, recall_at_k
+from autograder.training import SCHEDULES, fit
+from labtools.data import load_images, train_val_split
+from labtools.losses import epshn_triplet_loss, proxy_nca_loss, subcenter_arcface_loss
+from labtools.models import EmbeddingNet, extract_features, load_checkpoint, save_checkpoint
+from labtools.neighbors import nearest
+
+OUT_DIR = MODELS_DIR / "lab4"
+DATASETS = {"mnist": "MNIST", "fashion": "FashionMNIST"}
+NUM_CLASSES = 10
+#: The classes held out of training in the "heldout" runs: the last two.
+HELD_OUT = (8, 9)
+KS = (1, 2, 4, 8, 16, 32)
+SUBSETS = {"seen": tuple(c for c in range(NUM_CLASSES) if c not in HELD_OUT), "unseen": HELD_OUT}
+
+#: What every run shares (stated on each card).
+EPOCHS, LR, MOMENTUM, BATCH_SIZE, SAMPLES_PER_CLASS, SCHEDULE, SEED = 15, 0.01, 0.9, 100, 20, "cosine", 0
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss of the study: ``loss_fn(net, images, labels)`` and the head it needs."""
+
+    loss_fn: object
+    hyperparameters: dict
+    layer_norm: bool = False
+    sub_centers: int = 1
+    notes: str = ""
+
+
+def _norm_softmax(net, images, labels, temperature):
+    return norm_softmax_loss(net.features(images), labels, net.weight, temperature=temperature)
+
+
+def _proxy_nca(net, images, labels, scale):
+    return proxy_nca_loss(net.features(images), labels, net.weight, scale=scale)
+
+
+def _arcface(net, images, labels, margin, scale):
+    return arcface_loss(net.features(images), labels, net.weight, margin=margin, scale=scale)
+
+
+def _subcenter_arcface(net, images, labels, margin, scale):
+    return subcenter_arcface_loss(net.features(images), labels, net.weight, margin=margin, scale=scale)
+
+
+def _epshn_triplet(net, images, labels, margin):
+    return epshn_triplet_loss(net.features(images), labels, margin=margin)
+
+
+LOSSES = {
+    "norm_softmax": Loss(_norm_softmax, {"temperature": 0.05}, layer_norm=True,
+                         notes="NormSoftmax (Zhai & Wu, BMVC 2019): layer-normalized embedding, bias-free "
+                               "classifier on normalized class weights, temperature 0.05."),
+    "proxy_nca": Loss(_proxy_nca, {"scale": 9.0},
+                      notes="ProxyNCA with one proxy per class; scale 9 (a temperature of 1/9, as ProxyNCA++): "
+                            "with unit vectors the squared distances lie in [0, 4], and scale 1 leaves the "
+                            "softmax nearly flat."),
+    "arcface": Loss(_arcface, {"margin": 0.5, "scale": 64.0},
+                    notes="ArcFace (Deng et al., CVPR 2019) with pytorch-metric-learning's defaults: margin "
+                          "0.5 rad (28.6 degrees), scale 64."),
+    "subcenter_arcface": Loss(_subcenter_arcface, {"margin": 0.5, "scale": 64.0}, sub_centers=3,
+                              notes="Sub-center ArcFace (Deng et al., ECCV 2020), 3 sub-centers per class, "
+                                    "margin 0.5 rad, scale 64."),
+    "epshn_triplet": Loss(_epshn_triplet, {"margin": 0.2}, sub_centers=0,
+                          notes="Triplets of the easiest positive and a semi-hard negative per anchor (Xuan et "
+                                "al., WACV 2020), margin 0.2, every row of the batch an anchor."),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One network of the study: a dataset (key of :data:`DATASETS`), a loss, all classes or held out."""
+
+    dataset: str
+    loss: str
+    held_out: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}_{self.loss}_{'heldout' if self.held_out else 'all'}"
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        return SUBSETS["seen"] if self.held_out else tuple(range(NUM_CLASSES))
+
+
+RUNS = {run.name: run for run in (Run(d, loss, h) for d in DATASETS for loss in LOSSES for h in (False, True))}
+
+
+def training_set(run: Run, root=None) -> TensorDataset:
+    """The 54,000 training images of the course's split, less those of the held-out classes."""
+    train, _ = train_val_split(DATASETS[run.dataset], root=root)
+    images, labels = train.tensors
+    keep = torch.isin(labels, torch.tensor(run.classes))
+    return TensorDataset(images[keep], labels[keep])
+
+
+def train_run(name: str, *, epochs: int = EPOCHS, device: str | None = None, out: Path = OUT_DIR,
+              root=None, progress: bool = True) -> dict:
+    """Train run ``name`` (resuming if interrupted), measure it, and write its weights and card."""
+    run, loss = RUNS[name], LOSSES[RUNS[name].loss]
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(out)
+    torch.manual_seed(SEED)
+    net = EmbeddingNet(len(run.classes), layer_norm=loss.layer_norm, sub_centers=loss.sub_centers)
+    history = fit(net, training_set(run, root), functools.partial(loss.loss_fn, **loss.hyperparameters),
+                  loss_name=run.loss, dataset_name=DATASETS[run.dataset], epochs=epochs, lr=LR, momentum=MOMENTUM,
+                  batch_size=BATCH_SIZE, schedule=SCHEDULE, samples_per_class=SAMPLES_PER_CLASS,
+                  checkpoint=out / f"{name}.train.pt", device=device, seed=SEED, progress=progress)
+    net = net.cpu().eval()
+    scores = measure(net, run.dataset, root=root)
+    weights = save_checkpoint(out / f"{name}.pt", net, dataset=DATASETS[run.dataset], loss=run.loss, seed=SEED,
+                              epochs=epochs, history=history, scores=flat_scores(scores))
+    card = {
+        "name": name,
+        "dataset": DATASETS[run.dataset],
+        "loss": run.loss,
+        "architecture": "EmbeddingNet",
+        "config": net.config,
+        "trained_classes": list(run.classes),
+        "held_out_classes": list(HELD_OUT) if run.held_out else [],
+        "seed": SEED,
+        "epochs": epochs,
+        "optimizer": {"name": "SGD", "lr": LR, "momentum": MOMENTUM},
+        "schedule": f"{SCHEDULE}: {SCHEDULES[SCHEDULE]}",
+        "batch_size": BATCH_SIZE,
+        "sampler": f"class-balanced: {BATCH_SIZE // SAMPLES_PER_CLASS} classes x {SAMPLES_PER_CLASS} images per batch "
+                   "(labtools.data.BalancedBatchSampler, seeded by seed + epoch)",
+        "hyperparameters": loss.hyperparameters,
+        "split": "the 54,000 training images of labtools.data.train_val_split, less the held-out classes' "
+                 "when held out; evaluated on the 10,000 official test images",
+        "command": shlex.join(["python", "-m", "autograder", "unseen"] + sys.argv[2:]),
+        "device": describe_device(device),
+        "torch": torch.__version__,
+        "wall_s": round(sum(history["epoch_s"]), 1),
+        "scores": scores,
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "notes": loss.notes,
+        "scores_command": "python -m autograder unseen --rescore",
+    }
+    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / f"{name}.train.pt").unlink(missing_ok=True)
+    return card
+
+
+def measure(net, dataset: str, root=None) -> dict:
+    """The study's metrics of ``net`` on ``dataset`` (a key of :data:`DATASETS`), rounded to 6 digits.
+
+    Returns {"p_at_1": float, "p_at_1_per_class": [10 floats], "seen": {...}, "unseen": {...}},
+    each subset's dict holding "p_at_1", "recall_at_k" ({K: float}), "nmi", "f1" and "map".
+    """
+    name = DATASETS[dataset]
+    test_images, test_labels = load_images(name, train=False, root=root)
+    train, _ = train_val_split(name, root=root)
+    queries = extract_features(net, test_images, progress=False)  # [10000, D]
+    references = extract_features(net, train.tensors[0], progress=False)  # [54000, D]
+    _, index = nearest(queries, references, 1)
+    correct = (train.tensors[1][index[:, 0]] == test_labels).double()  # [10000]
+    per_class = torch.zeros(NUM_CLASSES, dtype=torch.float64).index_add_(0, test_labels, correct)
+    per_class /= torch.bincount(test_labels, minlength=NUM_CLASSES)
+    scores = {"p_at_1": correct.mean().item(), "p_at_1_per_class": per_class.tolist()}
+    for subset, classes in SUBSETS.items():
+        keep = torch.isin(test_labels, torch.tensor(classes))
+        features, labels = queries[keep], test_labels[keep]
+        scores[subset] = {
+            "p_at_1": correct[keep].mean().item(),
+            "recall_at_k": {str(k): v for k, v in recall_at_k(features, labels, KS).items()},
+            "nmi": nmi(features, labels),
+            "f1": f1(features, labels),
+            "map": full_ranking_ap(features, labels).mean().item(),
+        }
+    return _rounded(scores)
+
+
+def _rounded(value):
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return round(value, 6)
+
+
+def flat_scores(scores: dict) -> dict[str, float]:
+    """:func:`measure`'s nested scores as one level of floats (``seen/recall_at_k/1`` ...), as checkpoints keep them."""
+    flat = {}
+    for key, value in scores.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}/{k}": v for k, v in flat_scores(value).items()})
+        elif isinstance(value, list):
+            flat.update({f"{key}/{i}": v for i, v in enumerate(value)})
+        else:
+            flat[key] = value
+    return flat
+
+
+def remeasure(name: str, out: Path = OUT_DIR, root=None) -> tuple[dict, dict]:
+    """(card scores, freshly measured scores) of the shipped run ``name``."""
+    card = json.loads((Path(out) / f"{name}.json").read_text())
+    net, _ = load_checkpoint(Path(out) / f"{name}.pt")
+    return card["scores"], measure(net, RUNS[name].dataset, root=root)
+
+
+def table(cards: list[dict]) -> str:
+    """The results table in Markdown: one row per card and test subset."""
+    header = (["dataset", "loss", "trained on", "test classes", "P@1"] + [f"R@{k}" for k in KS]
+              + ["NMI", "F1", "mAP"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for card in cards:
+        trained = "classes 0-7" if card["held_out_classes"] else "all classes"
+        for subset, classes in SUBSETS.items():
+            s = card["scores"][subset]
+            cells = ([card["dataset"], card["loss"], trained, f"{subset} ({', '.join(map(str, classes))})",
+                      f"{s['p_at_1']:.3f}"] + [f"{s['recall_at_k'][str(k)]:.3f}" for k in KS]
+                     + [f"{s['nmi']:.3f}", f"{s['f1']:.3f}", f"{s['map']:.3f}"])
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(names=None, *, rescore: bool = False, device: str | None = None, out: Path = OUT_DIR) -> str:
+    """Train the missing runs among ``names`` (all by default), or rescore the shipped ones, and write the table."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cards = []
+    for name in names or RUNS:
+        path = out / f"{name}.json"
+        if rescore:
+            card = json.loads(path.read_text())
+            card["scores"] = remeasure(name, out)[1]
+            path.write_text(json.dumps(card, indent=2) + "\n")
+        elif not path.exists() or not (out / f"{name}.pt").exists():
+            print(f"training {name}", flush=True)
+            card = train_run(name, device=device, out=out)
+        else:
+            card = json.loads(path.read_text())
+        cards.append(card)
+    text = table(cards)
+    (out / "results.md").write_text(text)
+    return text
