@@ -121,6 +121,10 @@ def architectures() -> dict[str, type[nn.Module]]:
     return {"ConvNet": ConvNet, "EmbeddingNet": EmbeddingNet, "DVML": DVML}
 
 
+def _a(name: str) -> str:
+    return f"{'an' if name[:1] in 'AEIOU' else 'a'} {name}"
+
+
 def _check_images(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"ConvNet expects a torch.Tensor of images, got {type(x).__name__}")
@@ -237,18 +241,18 @@ def load_checkpoint(
     if net is None and stored not in (None, "ConvNet"):
         known = architectures()
         if stored not in known:
-            raise CheckpointError(f"{path} holds a {stored}, which is none of {', '.join(known)}")
+            raise CheckpointError(f"{path} holds {_a(stored)}, which is none of {', '.join(known)}")
         try:
             net = known[stored](**record.get("config", {}))
         except (TypeError, ValueError) as error:
-            raise CheckpointError(f"{path} holds a {stored} of an unknown configuration: {error}") from error
+            raise CheckpointError(f"{path} holds {_a(stored)} of an unknown configuration: {error}") from error
     elif net is None:
         num_classes = record.get("config", {}).get("num_classes")
         if num_classes is None and "10.weight" in state:
             num_classes = state["10.weight"].shape[0]
         net = ConvNet(num_classes=num_classes or 10)
     if stored is not None and stored != type(net).__name__:
-        raise CheckpointError(f"{path} holds a {stored}, not a {type(net).__name__}")
+        raise CheckpointError(f"{path} holds {_a(stored)}, not {_a(type(net).__name__)}")
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -8,6 +8,7 @@ from labtools.data import digits_dataset
 from labtools.models import (
     CheckpointError,
     ConvNet,
+    EmbeddingNet,
     extract_features,
     load_checkpoint,
     read_checkpoint,
@@ -105,5 +106,45 @@ def test_foreign_and_corrupt_files_are_refused(tmp_path):
     record = read_checkpoint(save_checkpoint(tmp_path / "x.pt", ConvNet(), dataset="MNIST", loss="ce"))
     record["architecture"] = "ResNet"
     torch.save(record, tmp_path / "resnet.pt")
-    with pytest.raises(CheckpointError, match="holds a ResNet, not a ConvNet"):
+    with pytest.raises(CheckpointError, match="holds a ResNet, which is none of ConvNet, EmbeddingNet, DVML"):
         load_checkpoint(tmp_path / "resnet.pt")
+    with pytest.raises(CheckpointError, match="holds a ResNet, not a ConvNet"):
+        load_checkpoint(tmp_path / "resnet.pt", ConvNet())
+
+
+@pytest.mark.parametrize("config", [dict(num_classes=8), dict(layer_norm=True), dict(sub_centers=3),
+                                    dict(sub_centers=0)])
+def test_an_embedding_net_comes_back_as_it_was_saved(tmp_path, config):
+    torch.manual_seed(0)
+    net = EmbeddingNet(**config)
+    path = save_checkpoint(tmp_path / "e.pt", net, dataset="FashionMNIST", loss="arcface")
+    loaded, record = load_checkpoint(path)
+    assert isinstance(loaded, EmbeddingNet) and record["config"] == net.config
+    assert loaded.state_dict().keys() == net.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(loaded.features(x), net.eval().features(x))
+    with pytest.raises(CheckpointError, match="holds an EmbeddingNet, not a ConvNet"):
+        load_checkpoint(path, ConvNet())
+
+
+def test_embedding_net_features_and_class_vectors():
+    x = torch.rand(5, 1, 28, 28)
+    plain, normed = EmbeddingNet(sub_centers=0), EmbeddingNet(layer_norm=True, sub_centers=3)
+    normed.backbone.load_state_dict(plain.backbone.state_dict())
+    assert plain.weight is None and normed.weight.shape == (10, 3, 256)
+    assert EmbeddingNet(num_classes=8).weight.shape == (8, 256)
+    embed = plain.backbone.embed(x)
+    assert torch.allclose(plain.features(x), nn.functional.normalize(embed, dim=1))
+    centered = embed - embed.mean(dim=1, keepdim=True)  # layer norm then L2: the centred rows' direction
+    assert torch.allclose(normed.features(x), nn.functional.normalize(centered, dim=1), atol=1e-5)
+    with pytest.raises(ValueError, match="sub_centers must be an integer >= 0"):
+        EmbeddingNet(sub_centers=-1)
+
+
+def test_a_checkpoint_of_an_unknown_configuration_is_refused(tmp_path):
+    record = read_checkpoint(save_checkpoint(tmp_path / "e.pt", EmbeddingNet(), dataset="MNIST", loss="arcface"))
+    record["config"]["heads"] = 2
+    torch.save(record, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="holds an EmbeddingNet of an unknown configuration"):
+        load_checkpoint(tmp_path / "odd.pt")
