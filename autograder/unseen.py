@@ -19,7 +19,6 @@ import functools
 import hashlib
 import json
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +129,7 @@ def train_run(name: str, *, epochs: int = EPOCHS, device: str | None = None, out
               root=None, progress: bool = True) -> dict:
     """Train run ``name`` (resuming if interrupted), measure it, and write its weights and card."""
     run, loss = RUNS[name], LOSSES[RUNS[name].loss]
+    command = ["python", "-m", "autograder", "unseen", name] + (["--device", device] if device else [])
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out)
     torch.manual_seed(SEED)
@@ -160,7 +160,7 @@ def train_run(name: str, *, epochs: int = EPOCHS, device: str | None = None, out
         "hyperparameters": loss.hyperparameters,
         "split": "the 54,000 training images of labtools.data.train_val_split, less the held-out classes' "
                  "when held out; evaluated on the 10,000 official test images",
-        "command": shlex.join(["python", "-m", "autograder", "unseen"] + sys.argv[2:]),
+        "command": shlex.join(command),
         "device": describe_device(device),
         "torch": torch.__version__,
         "wall_s": round(sum(history["epoch_s"]), 1),
