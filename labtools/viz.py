@@ -29,6 +29,7 @@ __all__ = [
     "pr_curves",
     "training_curves",
     "correct_retrievals_bars",
+    "per_class_bars",
     "show_images",
 ]
 
@@ -327,6 +328,58 @@ def correct_retrievals_bars(
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(values), frameon=False)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def per_class_bars(
+    values: Mapping[str, ArrayLike | Sequence],
+    *,
+    ax=None,
+    class_names: Sequence | None = None,
+    highlight: Sequence[int] = (),
+    ylabel: str = "value",
+    title: str | None = None,
+    path: PathLike = None,
+) -> Figure:
+    """Grouped bars of a per-class value: one group per class, one bar per entry of ``values``.
+
+    ``values`` maps a name (a loss, a network) to floats ``[C]`` (tensors, arrays or lists), one per
+    class; all entries have the same C. The groups are labelled by ``class_names`` (default: the
+    class ids); the classes in ``highlight`` (e.g. those held out of training) get a grey
+    background and a starred label.
+    Draws on ``ax`` when given (and returns its figure), else on a new figure. A horizontal line
+    marks 0, so that negative values (a rise instead of a drop) show.
+    """
+    if not isinstance(values, Mapping) or not values:
+        raise ValueError("values must be a non-empty dict name -> [C] values per class")
+    sizes: Sizes = {}
+    arrays = {name: _as_numpy(v, f"values[{name!r}]", ["C"], sizes, sequences=True).astype(float)
+              for name, v in values.items()}
+    num_classes = sizes["C"][0]
+    names = [str(c) for c in range(num_classes)] if class_names is None else [str(n) for n in class_names]
+    if len(names) != num_classes:
+        raise ValueError(f"class_names must name the C={num_classes} classes, got {len(names)} names")
+    marked = {int(c) for c in highlight}
+    if any(not 0 <= c < num_classes for c in marked):
+        raise ValueError(f"highlight must hold class ids in 0..{num_classes - 1}, got {sorted(marked)}")
+    if ax is None:
+        fig = Figure(figsize=(min(18.0, max(6.0, 0.12 * num_classes * (len(arrays) + 1) + 1.5)), 4))
+        ax = fig.add_subplot()
+    width = 0.8 / len(arrays)
+    positions = np.arange(num_classes)
+    for c in sorted(marked):
+        ax.axvspan(c - 0.5, c + 0.5, color="0.9", zorder=0)
+    for i, (name, value) in enumerate(arrays.items()):
+        ax.bar(positions + (i - (len(arrays) - 1) / 2) * width, value, width=width, label=str(name), zorder=2)
+    ax.axhline(0.0, color="black", linewidth=0.8, zorder=3)
+    ax.set_xticks(positions, [f"{n}*" if c in marked else n for c, n in enumerate(names)],
+                  rotation=45 if max(map(len, names)) > 3 else 0, ha="right" if max(map(len, names)) > 3 else "center")
+    ax.set_xlim(-0.5, num_classes - 0.5)
+    ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title)
+    ax.legend(loc="upper left", fontsize="small", frameon=False)
+    ax.figure.tight_layout()
+    return _save(ax.figure, path)
 
 
 def show_images(

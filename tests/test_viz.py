@@ -312,3 +312,37 @@ def test_show_images_checks_inputs(digits):
         viz.show_images(images[:4].tolist())
     with pytest.raises(ValueError, match="ncols must be positive"):
         viz.show_images(images[:4], ncols=0)
+
+
+def test_per_class_bars_one_group_per_class_and_highlighted_classes():
+    drops = {"arcface": torch.tensor([0.0, 0.1, -0.05]), "proxy_nca": np.array([0.2, 0.0, 0.3]),
+             "triplet": [0.1, 0.1, 0.1]}
+    fig = viz.per_class_bars(drops, class_names=["a", "b", "c"], highlight=[2], ylabel="drop", title="MNIST")
+    try:
+        (ax,) = fig.axes
+        assert len(ax.containers) == 3 and len(ax.patches) >= 9
+        assert [p.get_height() for p in ax.containers[0]] == pytest.approx([0.0, 0.1, -0.05])
+        assert [p.get_height() for p in ax.containers[2]] == pytest.approx([0.1, 0.1, 0.1])
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c*"]  # held out: starred
+        assert ax.get_ylabel() == "drop" and ax.get_title() == "MNIST"
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["arcface", "proxy_nca", "triplet"]
+        shaded = [p for p in ax.patches if p not in [bar for c in ax.containers for bar in c]]
+        assert len(shaded) == 1 and shaded[0].get_x() == pytest.approx(1.5)  # class 2's background
+    finally:
+        plt.close(fig)
+
+
+def test_per_class_bars_draws_on_a_given_axes_and_checks_its_inputs():
+    fig = Figure()
+    left, right = fig.subplots(1, 2)
+    assert viz.per_class_bars({"x": [1.0, 2.0]}, ax=right) is fig
+    assert len(right.containers) == 1 and not left.containers
+    assert [t.get_text() for t in right.get_xticklabels()] == ["0", "1"]
+    with pytest.raises(ValueError, match=r"values\['b'\] must have shape \[C\] with C=2"):
+        viz.per_class_bars({"a": [1.0, 2.0], "b": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match="class_names must name the C=2 classes"):
+        viz.per_class_bars({"a": [1.0, 2.0]}, class_names=["x"])
+    with pytest.raises(ValueError, match="highlight must hold class ids in 0..1"):
+        viz.per_class_bars({"a": [1.0, 2.0]}, highlight=[2])
+    with pytest.raises(ValueError, match="non-empty dict"):
+        viz.per_class_bars({})
