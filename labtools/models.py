@@ -82,14 +82,15 @@ class ConvNet(nn.Sequential):
 
 
 class EmbeddingNet(nn.Module):
-    """A :class:`ConvNet` backbone, an embedding head, and the class vectors of the loss that trained it.
+    """A :class:`ConvNet` backbone, a linear embedding layer, and the class vectors of the loss that trained it.
 
     ``net.features(x)`` maps images ``[B, 1, 28, 28]`` to unit rows ``[B, 256]``: the backbone's
-    ``embed``, layer-normalized without learned parameters when ``layer_norm``, then L2-normalized
-    (the backbone's classification layer is left unused). ``net.weight`` holds the learned class
-    vectors of a proxy or classification loss: ``[C, 256]`` for ``sub_centers=1`` (NormSoftmax,
-    ArcFace, ProxyNCA), ``[C, K, 256]`` for ``sub_centers=K > 1`` (Sub-center ArcFace), ``None``
-    for ``sub_centers=0`` (pair and triplet losses).
+    ``embed`` (its classification layer is left unused), layer-normalized without learned
+    parameters when ``layer_norm``, through the linear layer ``embedding`` (256 -> 256, with bias:
+    an image whose ReLU features are all zero still gets a direction), then L2-normalized.
+    ``net.weight`` holds the learned class vectors of a proxy or classification loss:
+    ``[C, 256]`` for ``sub_centers=1`` (NormSoftmax, ArcFace, ProxyNCA), ``[C, K, 256]`` for
+    ``sub_centers=K > 1`` (Sub-center ArcFace), ``None`` for ``sub_centers=0`` (triplet losses).
     """
 
     def __init__(self, num_classes: int = 10, layer_norm: bool = False, sub_centers: int = 1) -> None:
@@ -97,6 +98,7 @@ class EmbeddingNet(nn.Module):
         if isinstance(sub_centers, bool) or not isinstance(sub_centers, int) or sub_centers < 0:
             raise ValueError(f"sub_centers must be an integer >= 0, got {sub_centers!r}")
         self.backbone = ConvNet(num_classes)
+        self.embedding = nn.Linear(FEATURE_DIM, FEATURE_DIM)
         self.num_classes, self.layer_norm, self.sub_centers = num_classes, bool(layer_norm), sub_centers
         shape = (num_classes, FEATURE_DIM) if sub_centers == 1 else (num_classes, sub_centers, FEATURE_DIM)
         self.weight = nn.Parameter(torch.randn(shape)) if sub_centers else None
@@ -111,7 +113,7 @@ class EmbeddingNet(nn.Module):
         x = self.backbone.embed(x)
         if self.layer_norm:
             x = nn.functional.layer_norm(x, x.shape[-1:])
-        return nn.functional.normalize(x, p=2, dim=1)
+        return nn.functional.normalize(self.embedding(x), p=2, dim=1)
 
 
 def architectures() -> dict[str, type[nn.Module]]:

@@ -132,12 +132,17 @@ def test_embedding_net_features_and_class_vectors():
     x = torch.rand(5, 1, 28, 28)
     plain, normed = EmbeddingNet(sub_centers=0), EmbeddingNet(layer_norm=True, sub_centers=3)
     normed.backbone.load_state_dict(plain.backbone.state_dict())
+    normed.embedding.load_state_dict(plain.embedding.state_dict())
     assert plain.weight is None and normed.weight.shape == (10, 3, 256)
     assert EmbeddingNet(num_classes=8).weight.shape == (8, 256)
     embed = plain.backbone.embed(x)
-    assert torch.allclose(plain.features(x), nn.functional.normalize(embed, dim=1))
-    centered = embed - embed.mean(dim=1, keepdim=True)  # layer norm then L2: the centred rows' direction
-    assert torch.allclose(normed.features(x), nn.functional.normalize(centered, dim=1), atol=1e-5)
+    assert torch.allclose(plain.features(x), nn.functional.normalize(plain.embedding(embed), dim=1))
+    standardized = (embed - embed.mean(dim=1, keepdim=True)) / embed.var(dim=1, unbiased=False, keepdim=True).add(1e-5).sqrt()
+    assert torch.allclose(normed.features(x), nn.functional.normalize(plain.embedding(standardized), dim=1), atol=1e-5)
+    with torch.no_grad():
+        plain.backbone[6].bias.fill_(-100.0)  # the last conv: every ReLU dead, embed all zero
+    assert plain.backbone.embed(x).abs().sum() == 0
+    assert torch.allclose(plain.features(x).norm(dim=1), torch.ones(5))  # the bias still gives a direction
     with pytest.raises(ValueError, match="sub_centers must be an integer >= 0"):
         EmbeddingNet(sub_centers=-1)
 

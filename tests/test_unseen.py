@@ -1,0 +1,99 @@
+"""Lab 4's study (autograder.unseen): the shipped runs, their cards, and how they are made."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from autograder.unseen import (DATASETS, HELD_OUT, KS, LOSSES, OUT_DIR, RUNS, flat_scores, remeasure,
+                               table, train_run, training_set)
+from labtools.models import EmbeddingNet, load_checkpoint
+
+CARDS = sorted(OUT_DIR.glob("*.json"))
+
+
+def test_twenty_runs_two_datasets_five_losses_all_classes_or_two_held_out():
+    assert len(RUNS) == 20 and HELD_OUT == (8, 9)
+    assert {(r.dataset, r.loss, r.held_out) for r in RUNS.values()} == {
+        (d, loss, h) for d in DATASETS for loss in LOSSES for h in (False, True)}
+    assert RUNS["fashion_arcface_heldout"].classes == tuple(range(8))
+    assert RUNS["mnist_proxy_nca_all"].classes == tuple(range(10))
+
+
+def test_every_run_is_shipped_with_its_card():
+    assert {card.stem for card in CARDS} == set(RUNS)
+
+
+@pytest.mark.parametrize("card_path", CARDS, ids=lambda p: p.stem)
+def test_card_describes_its_weights(card_path):
+    card, run = json.loads(card_path.read_text()), RUNS[card_path.stem]
+    loss = LOSSES[run.loss]
+    weights = card_path.with_suffix(".pt")
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == card["sha256"]
+    net, record = load_checkpoint(weights)
+    assert isinstance(net, EmbeddingNet) and record["architecture"] == card["architecture"] == "EmbeddingNet"
+    assert net.config == card["config"] == {"num_classes": len(run.classes), "layer_norm": loss.layer_norm,
+                                            "sub_centers": loss.sub_centers}
+    assert card["trained_classes"] == list(run.classes)
+    assert card["held_out_classes"] == (list(HELD_OUT) if run.held_out else [])
+    assert (record["dataset"], record["loss"]) == (card["dataset"], card["loss"]) == (DATASETS[run.dataset], run.loss)
+    assert len(record["history"]["loss"]) == card["epochs"]
+    assert card["hyperparameters"] == loss.hyperparameters
+    assert card["command"].startswith(f"python -m autograder unseen {card_path.stem}")
+    assert record["scores"] == pytest.approx(flat_scores(card["scores"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("card_path", CARDS, ids=lambda p: p.stem)
+def test_card_scores_match_a_remeasurement(card_path, require_data):
+    require_data(json.loads(card_path.read_text())["dataset"])
+    stated, measured = remeasure(card_path.stem)
+    stated, measured = flat_scores(stated), flat_scores(measured)
+    assert set(stated) == set(measured)
+    for key, value in measured.items():
+        assert value == pytest.approx(stated[key], abs=2e-4), key
+
+
+def test_the_table_is_the_cards():
+    text = table([json.loads((OUT_DIR / f"{name}.json").read_text()) for name in RUNS])
+    rows = text.strip().split("\n")[2:]
+    assert len(rows) == 2 * len(CARDS)
+    assert (OUT_DIR / "results.md").read_text() == text
+    card = json.loads((OUT_DIR / "fashion_arcface_heldout.json").read_text())
+    unseen = next(r for r in rows if "| FashionMNIST | arcface | classes 0-7 | unseen" in r)
+    cells = [c.strip() for c in unseen.strip("|").split("|")]
+    assert cells[4] == f"{card['scores']['unseen']['p_at_1']:.3f}"
+    assert cells[5:5 + len(KS)] == [f"{card['scores']['unseen']['recall_at_k'][str(k)]:.3f}" for k in KS]
+    assert cells[-1] == f"{card['scores']['unseen']['map']:.3f}"
+
+
+def test_flat_scores_name_every_number():
+    assert flat_scores({"p_at_1": 0.5, "p_at_1_per_class": [0.1, 0.2], "seen": {"recall_at_k": {"1": 0.3}}}) == {
+        "p_at_1": 0.5, "p_at_1_per_class/0": 0.1, "p_at_1_per_class/1": 0.2, "seen/recall_at_k/1": 0.3}
+
+
+def test_held_out_classes_are_left_out_of_training(require_data):
+    require_data("MNIST")
+    images, labels = training_set(RUNS["mnist_arcface_heldout"]).tensors
+    everything = training_set(RUNS["mnist_arcface_all"]).tensors[1]
+    assert len(everything) == 54_000 and set(labels.tolist()) == set(range(8))
+    assert len(labels) == int((everything < 8).sum()) == len(images)
+
+
+@pytest.mark.slow
+def test_a_run_trains_and_writes_its_card(tmp_path, require_data):
+    require_data("MNIST")
+    card = train_run("mnist_subcenter_arcface_heldout", epochs=1, out=tmp_path, progress=False)
+    assert card["command"] == "python -m autograder unseen mnist_subcenter_arcface_heldout"
+    assert json.loads((tmp_path / "mnist_subcenter_arcface_heldout.json").read_text()) == card
+    assert not (tmp_path / "mnist_subcenter_arcface_heldout.train.pt").exists()
+    net, _ = load_checkpoint(tmp_path / "mnist_subcenter_arcface_heldout.pt")
+    assert net.weight.shape == (8, 3, 256)
+    scores = card["scores"]
+    assert len(scores["p_at_1_per_class"]) == 10 and set(scores) == {"p_at_1", "p_at_1_per_class", "seen", "unseen"}
+    assert set(scores["seen"]["recall_at_k"]) == {str(k) for k in KS}
+    assert scores["seen"]["p_at_1"] > 0.9  # one epoch of MNIST already separates the trained classes
+    per_class = torch.tensor(scores["p_at_1_per_class"])
+    overall = (per_class * torch.tensor([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])).sum() / 10_000
+    assert overall.item() == pytest.approx(scores["p_at_1"], abs=1e-5)  # MNIST's test images per class
