@@ -19,8 +19,10 @@ A line starting with ``# %%`` opens a cell; the rest of that line says what the 
 A solution cell is never written by hand: its code is generated from the reference module
 (``autograder.reference.<lab module>``), the def line and docstring of the function followed by
 its body between ``### BEGIN SOLUTION`` and ``### END SOLUTION``, so the reference module is the
-one copy of every solution. Lines before the first marker are a header for the reader and are
-ignored.
+one copy of every solution. For a class (``# %% [solution] NormSoftmax``) the class line, its
+docstring and every method's def line(s) and docstring are kept, and each method's body lies
+between its own pair of delimiters: students write the bodies. Lines before the first marker are
+a header for the reader and are ignored.
 
 Cells marked ``# NBVAL_CHECK_OUTPUT`` have their outputs compared by nbval. Those outputs are
 recorded, with a hash of the cell's source, in ``autograder/notebook_src/<lab>.outputs.json`` by
@@ -52,6 +54,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,32 +121,76 @@ def split_function(function) -> tuple[list[str], list[str]]:
     definition = tree.body[0]
     if not isinstance(definition, (ast.FunctionDef, ast.AsyncFunctionDef)):
         raise TypeError(f"{function!r} is not a function defined at the top level")
-    first = definition.body[0]
-    has_docstring = (
-        isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
-    )
-    if has_docstring:
-        if len(definition.body) == 1:
-            raise ValueError(f"{function.__name__} has a docstring but no body")
-        cut = first.end_lineno
-    else:
-        cut = first.lineno - 1
+    cut = _body_start(definition, function.__name__)
     header, body = lines[:cut], lines[cut:]
     while body and not body[-1].strip():
         body.pop()
     return header, body
 
 
-def solution_source(function) -> str:
-    """The solution cell of ``function``: header, then its body between the nbgrader delimiters."""
-    header, body = split_function(function)
+def _body_start(definition: ast.FunctionDef | ast.AsyncFunctionDef, name: str) -> int:
+    """Index (0-based, in the definition's source lines) of the first line after the def line(s) and docstring."""
+    first = definition.body[0]
+    has_docstring = (
+        isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+    )
+    if has_docstring:
+        if len(definition.body) == 1:
+            raise ValueError(f"{name} has a docstring but no body")
+        return first.end_lineno
+    return first.lineno - 1
+
+
+def split_class(cls) -> list[tuple[list[str], list[str]]]:
+    """The source of a top-level class cut at its methods' bodies: ``[(kept, body), ..., (kept, [])]``.
+
+    Each ``kept`` run of lines (the class line and docstring, class-level statements, a method's
+    decorators, def line(s) and docstring, the blank lines between methods) is followed by the
+    ``body`` of one method (its statements after the docstring); the last pair holds what follows
+    the last method. Joining all the runs in order gives the class's source back. A class without
+    methods is refused: it would leave students nothing to write.
+    """
+    source = inspect.getsource(cls)
+    lines = source.rstrip("\n").split("\n")
+    definition = ast.parse(textwrap.dedent(source)).body[0]
+    if not isinstance(definition, ast.ClassDef):
+        raise TypeError(f"{cls!r} is not a class defined at the top level")
+    methods = [n for n in definition.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if not methods:
+        raise ValueError(f"{cls.__name__} defines no method: nothing to leave to the students")
+    parts, done = [], 0
+    for method in methods:
+        start, end = _body_start(method, f"{cls.__name__}.{method.name}"), method.end_lineno
+        parts.append((lines[done:start], lines[start:end]))
+        done = end
+    parts.append((lines[done:], []))
+    return parts
+
+
+def _delimited(body: list[str]) -> list[str]:
     first = next(line for line in body if line.strip())
     indent = first[: len(first) - len(first.lstrip())]
-    return "\n".join(header + [indent + BEGIN] + body + [indent + END])
+    return [indent + BEGIN] + body + [indent + END]
+
+
+def solution_source(obj) -> str:
+    """The solution cell of a function or class: the header(s), each body between the nbgrader delimiters.
+
+    A function: its def line(s) and docstring, then its body between the delimiters. A class: its
+    class line and docstring, then for every method its def line(s) and docstring followed by its
+    body between a pair of delimiters of its own (see :func:`split_class`).
+    """
+    if inspect.isclass(obj):
+        lines = []
+        for kept, body in split_class(obj):
+            lines += kept + (_delimited(body) if body else [])
+        return "\n".join(lines)
+    header, body = split_function(obj)
+    return "\n".join(header + _delimited(body))
 
 
 def strip_solution_markers(source: str) -> str:
-    """A solution cell's code without the two delimiter lines (the reference function's source)."""
+    """A solution cell's code without its delimiter lines (the reference function's or class's source)."""
     return "\n".join(line for line in source.split("\n") if line.strip() not in (BEGIN, END))
 
 
@@ -245,8 +292,8 @@ def build_notebook(lab: str, outputs: dict | None = None, *, with_outputs: bool 
                 raise NotebookSourceError(f"{where}: a [solution] cell is generated from the reference; leave it empty")
             module = reference_module(lab, options.pop("reference", None))
             function = getattr(module, spec.name, None)
-            if function is None:
-                raise NotebookSourceError(f"{where}: {module.__name__} has no function {spec.name!r}")
+            if not (inspect.isfunction(function) or inspect.isclass(function)):
+                raise NotebookSourceError(f"{where}: {module.__name__} has no function or class {spec.name!r}")
             graded = options.pop("graded", True)
             cell = nbformat.v4.new_code_cell(solution_source(function))
             cell_id = cell_id or spec.name

@@ -2,7 +2,7 @@
 
 * the committed source notebooks are exactly what the builder writes, and the committed
   ``notebooks/`` exactly what a fresh ``nbgrader generate_assignment`` makes of them;
-* every solution cell is the reference function (one copy), and the release holds none of it;
+* every solution cell is the reference function or class (one copy), and the release holds none of it;
 * the released notebooks run in fast mode up to a NotImplementedError of a graded function.
 """
 
@@ -18,30 +18,37 @@ import pytest
 import torch
 
 from autograder import notebooks
-from autograder.reference import lab1, lab2, lab3
+from autograder.reference import lab1, lab2, lab3, lab4
 
 LABS = list(notebooks.LABS)
-REFERENCES = {"lab1_retrieval": (lab1,), "lab2_triplet": (lab2, lab1), "lab3_smoothap": (lab3, lab2, lab1)}
-#: The dataset each lab's notebook loads.
-DATASETS = {"lab1_retrieval": "MNIST", "lab2_triplet": "MNIST", "lab3_smoothap": "FashionMNIST"}
+REFERENCES = {"lab1_retrieval": (lab1,), "lab2_triplet": (lab2, lab1), "lab3_smoothap": (lab3, lab2, lab1),
+              "lab4_beyond": (lab4, lab1)}
+#: The dataset each lab's notebook loads (Lab 4 loads MNIST too).
+DATASETS = {"lab1_retrieval": "MNIST", "lab2_triplet": "MNIST", "lab3_smoothap": "FashionMNIST",
+            "lab4_beyond": "FashionMNIST"}
 
 #: grade_id -> points of every autograded test cell (the course's grading scheme).
 POINTS = {
     "lab1_retrieval": {"test_distances": 1.5, "test_evaluate_AP": 1.5, "test_evaluate_mAP": 1.0},
     "lab2_triplet": {"test_triplet_loss": 2.0, "test_train_triplets": 1.0, "test_checkpoint": 3.0},
     "lab3_smoothap": {"test_smooth_ap_loss": 3.0},
+    "lab4_beyond": {"test_recall_at_k": 1.5, "test_nmi": 1.5, "test_f1": 1.5, "test_NormSoftmax": 1.0,
+                    "test_norm_softmax_loss": 1.0, "test_arcface_loss": 1.0},
 }
-#: Solution cells of functions that are not graded: pasted from an earlier lab, or Lab 3's training loop.
+#: Solution cells without a test cell of their own: pasted from an earlier lab, Lab 3's training loop,
+#: Lab 4's k-means and contingency table (graded through nmi and f1, which call them).
 UNGRADED = {
     "lab1_retrieval": set(),
     "lab2_triplet": {"distances", "evaluate_AP", "evaluate_mAP"},
     "lab3_smoothap": {"distances", "evaluate_AP", "evaluate_mAP", "triplet_loss", "train"},
+    "lab4_beyond": {"distances", "kmeans", "contingency_table"},
 }
 #: Manually graded answer cells (for the report).
 ANSWERS = {
     "lab1_retrieval": {"report_distances", "report_retrieval", "report_pr_map"},
     "lab2_triplet": {"report_settings", "report_training", "report_comparison"},
     "lab3_smoothap": {"report_settings", "report_validation", "report_comparison", "report_retrieval"},
+    "lab4_beyond": {"report_losses", "report_unseen"},
 }
 #: The shipped cards whose scores each lab's reference_map cell prints, and which scores (those on the card).
 CARDS = {
@@ -50,6 +57,10 @@ CARDS = {
     "lab3_smoothap": dict.fromkeys(("fashion_classifier", "fashion_triplet", "fashion_smoothap"),
                                    ("map_100", "map_1000", "map_10000")),
 }
+#: Lab 4's study: the runs whose cards its study_table cell prints (models/lab4/<run>.json).
+STUDY_RUNS = [f"{data}_{loss}_{training}" for data in ("mnist", "fashion")
+              for loss in ("norm_softmax", "proxy_nca", "arcface", "subcenter_arcface", "epshn_triplet")
+              for training in ("all", "heldout")]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -80,10 +91,20 @@ def solution_cells(nb):
 is_test_cell = notebooks.is_test_cell
 
 
-def body_lines(function):
-    """The stripped, non-trivial lines of a reference function's body (what must never be released)."""
-    _, body = notebooks.split_function(function)
+def body_lines(obj):
+    """The stripped, non-trivial lines of a reference function's body, or of a class's method bodies
+    (what must never be released)."""
+    if inspect.isclass(obj):
+        body = [line for _, method_body in notebooks.split_class(obj) for line in method_body]
+    else:
+        _, body = notebooks.split_function(obj)
     return [line.strip() for line in body if len(line.strip()) >= 20 and not line.strip().startswith("#")]
+
+
+def reference_globals(obj):
+    """The module globals a reference function or class's methods use (getclosurevars of each)."""
+    functions = [m for m in vars(obj).values() if inspect.isfunction(m)] if inspect.isclass(obj) else [obj]
+    return set().union(*(inspect.getclosurevars(f).globals for f in functions))
 
 
 # ----------------------------------------------------------------------------- building
@@ -109,7 +130,9 @@ def test_solution_cells_are_the_reference_functions(lab):
         name = nbgrader(cell)["grade_id"]
         function = reference_function(lab, name)
         assert notebooks.strip_solution_markers(cell.source) == inspect.getsource(function).rstrip("\n")
-        assert cell.source.count(notebooks.BEGIN) == 1 and cell.source.count(notebooks.END) == 1
+        # one pair of delimiters per function, one per method of a class
+        pairs = len(notebooks.split_class(function)) - 1 if inspect.isclass(function) else 1
+        assert cell.source.count(notebooks.BEGIN) == pairs and cell.source.count(notebooks.END) == pairs
         # the delimiters sit at the body's indentation, right after the docstring
         tree = ast.parse(notebooks.strip_solution_markers(cell.source))
         assert tree.body[0].name == name
@@ -159,7 +182,7 @@ def test_only_checked_cells_keep_outputs(lab):
             assert not cell.outputs and cell.execution_count is None, f"{cell.id} keeps outputs"
 
 
-@pytest.mark.parametrize("lab", LABS)
+@pytest.mark.parametrize("lab", list(CARDS))
 def test_checked_outputs_match_the_shipped_cards(lab):
     """The recorded reference mAPs are those on the shipped checkpoints' cards."""
     import json
@@ -189,6 +212,108 @@ def test_solution_source_places_the_delimiters():
     begin = lines.index("    " + notebooks.BEGIN)
     assert lines[begin - 1].strip() == '"""'  # right after the docstring's closing quotes
     assert lines[-1] == "    " + notebooks.END
+
+
+CLASS_SOURCE = '''import torch
+
+
+class Scaled(torch.nn.Module):
+    """Multiply by a learned scale.
+
+    The class's docstring stays.
+    """
+
+    kind = "scale"  # a class attribute stays
+
+    def __init__(self, size,
+                 init=1.0):
+        """One scale per feature."""
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.full((size,), init))
+
+    @property
+    def size(self):
+        return len(self.scale)
+
+    def forward(self, x):
+        """x [B, size] times the scales."""
+        # a comment of the body
+        y = x * self.scale
+
+        return y
+
+
+def helper():
+    return 1
+'''
+
+
+@pytest.fixture
+def class_module(tmp_path, monkeypatch):
+    """A module defining the class Scaled (methods with and without docstrings, a decorator, a
+    multi-line def, a blank line inside a body), imported from a file so that inspect finds its source."""
+    import importlib
+
+    (tmp_path / "lab_class_sample.py").write_text(CLASS_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module("lab_class_sample")
+
+
+def test_solution_source_of_a_class_keeps_signatures_and_docstrings(class_module):
+    source = notebooks.solution_source(class_module.Scaled)
+    assert notebooks.strip_solution_markers(source) == inspect.getsource(class_module.Scaled).rstrip("\n")
+    lines = source.split("\n")
+    begins = [i for i, line in enumerate(lines) if line.strip() == notebooks.BEGIN]
+    ends = [i for i, line in enumerate(lines) if line.strip() == notebooks.END]
+    assert len(begins) == len(ends) == 3  # one pair per method
+    # each pair at its method body's indentation, right after the def line(s) or the docstring
+    assert all(lines[i] == "        " + notebooks.BEGIN for i in begins)
+    assert lines[begins[0] - 1].strip() == '"""One scale per feature."""'
+    assert lines[begins[1] - 1].strip() == "def size(self):"
+    assert lines[begins[2] - 1].strip() == '"""x [B, size] times the scales."""'
+    assert lines[ends[2] - 1].strip() == "return y" and lines[ends[2]] == lines[-1]
+    # outside the pairs: what students are given
+    kept = [line for i, line in enumerate(lines)
+            if not any(b <= i <= e for b, e in zip(begins, ends))]
+    text = "\n".join(kept)
+    for given in ("class Scaled(torch.nn.Module):", "The class's docstring stays.", 'kind = "scale"',
+                  "def __init__(self, size,", "init=1.0):", "@property", "def forward(self, x):"):
+        assert given in text
+    for hidden in ("super().__init__()", "torch.full", "return len(self.scale)", "# a comment of the body",
+                   "y = x * self.scale"):
+        assert hidden not in text
+
+
+def test_class_solution_cell_releases_as_stubs(class_module):
+    """nbgrader's ClearSolutions turns each method's body into a stub; the class still defines them all."""
+    from nbgrader.preprocessors import ClearSolutions
+
+    cell = nbformat.v4.new_code_cell(notebooks.solution_source(class_module.Scaled))
+    cell.metadata["nbgrader"] = {"solution": True, "grade": False, "locked": False, "grade_id": "Scaled",
+                                 "schema_version": 3, "task": False}
+    nb = nbformat.v4.new_notebook(cells=[cell], metadata=dict(notebooks.NOTEBOOK_METADATA))
+    released, _ = ClearSolutions().preprocess(nb, {})
+    source = released.cells[0].source
+    assert source.count("raise NotImplementedError()") == 3 and "BEGIN SOLUTION" not in source
+    namespace = {"torch": torch}
+    exec(source, namespace)
+    stub = namespace["Scaled"]
+    assert stub.kind == "scale" and inspect.getdoc(stub) == inspect.getdoc(class_module.Scaled)
+    assert inspect.signature(stub) == inspect.signature(class_module.Scaled)
+    assert inspect.getdoc(stub.forward) == "x [B, size] times the scales."
+    with pytest.raises(NotImplementedError):
+        stub(3)
+    with pytest.raises(NotImplementedError):
+        stub.forward(None, torch.ones(1, 3))
+
+
+def test_a_class_without_methods_is_refused(tmp_path, monkeypatch):
+    import importlib
+
+    (tmp_path / "lab_empty_class.py").write_text('class Empty:\n    """Nothing to write."""\n    size = 3\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="defines no method"):
+        notebooks.solution_source(importlib.import_module("lab_empty_class").Empty)
 
 
 def test_marker_errors_are_reported(tmp_path, monkeypatch):
@@ -230,7 +355,7 @@ def test_solution_cells_find_their_globals(lab):
             name = nbgrader(cell)["grade_id"]
             # getclosurevars also lists attribute names that happen to be module globals (x.__name__,
             # net.train() in `train`): leave out dunders and the function's own name
-            needed = set(inspect.getclosurevars(reference_function(lab, name)).globals) - {name}
+            needed = reference_globals(reference_function(lab, name)) - {name}
             needed = {g for g in needed if not g.startswith("__")}
             assert needed <= bound, f"{lab}: {name} needs {sorted(needed - bound)} imported before its cell"
         bound |= _bound_names(cell.source)
@@ -255,7 +380,10 @@ def test_release_holds_no_solution(lab):
     assert 'torch.einsum("qd,nd->qn", query, items)' not in text  # the reference distances
     assert "torch.argsort(dist, stable=True)" not in text  # the reference evaluate_AP
     for module in REFERENCES[lab]:
-        for name, function in inspect.getmembers(module, inspect.isfunction):
+        members = inspect.getmembers(module, lambda m: inspect.isfunction(m) or inspect.isclass(m))
+        for name, function in members:
+            if function.__module__ != module.__name__:  # imported (torch's, labtools')
+                continue
             for line in body_lines(function):
                 assert line not in text, f"{lab} release contains the reference line {line!r} of {name}"
     for cell in nb.cells:
@@ -273,13 +401,23 @@ def test_every_released_function_raises_not_implemented(lab):
     assert {nbgrader(c)["grade_id"] for c in cells} == {nbgrader(c)["grade_id"] for c in solution_cells(committed_source(lab))}
     for cell in cells:
         name = nbgrader(cell)["grade_id"]
-        namespace = {"torch": torch}
+        namespace = {"torch": torch, "nn": torch.nn}
         exec(compile(cell.source, f"<{lab}:{name}>", "exec"), namespace)
         function = namespace[name]
-        assert inspect.signature(function) == inspect.signature(reference_function(lab, name))
+        reference = reference_function(lab, name)
+        assert inspect.signature(function) == inspect.signature(reference)
         required = [p for p in inspect.signature(function).parameters.values() if p.default is p.empty]
         with pytest.raises(NotImplementedError):
             function(*[None] * len(required))
+        if inspect.isclass(function):  # every method is a stub with the reference's signature
+            methods = {n for n, m in vars(reference).items() if inspect.isfunction(m)}
+            assert methods and methods == {n for n, m in vars(function).items() if inspect.isfunction(m)}
+            for method in methods:
+                stub = getattr(function, method)
+                assert inspect.signature(stub) == inspect.signature(getattr(reference, method))
+                assert inspect.getdoc(stub) == inspect.getdoc(getattr(reference, method))
+                with pytest.raises(NotImplementedError):
+                    stub(*[None] * sum(p.default is p.empty for p in inspect.signature(stub).parameters.values()))
 
 
 # ----------------------------------------------------------------------------- running the release
