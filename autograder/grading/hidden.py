@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from labtools.checks.public import (
-    _failed, _ap_result, _float_value, _loss_value, _map_result, describe_tensor, expect_tensor, history_losses,
-    parsed, recall_value, synthetic_images, tiny_map_call, train_call, unit_rows,
+    DVML_TERMS, _failed, _ap_result, _float_value, _loss_value, _map_result, describe_tensor, dvml_value,
+    expect_tensor, history_losses, parsed, recall_value, synthetic_images, tiny_map_call, train_call,
+    triplets_value, unit_rows,
 )
 from labtools.checks.registry import Call, Check, register
 
@@ -49,7 +50,24 @@ def fixed_inputs() -> dict[str, dict[str, list]]:
                               "kwargs": {"temperature": 0.1}},
         "arcface_loss": {"args": [unit_rows(20, 8, 33), torch.arange(20) % 7, unit_rows(7, 8, 34)],
                          "kwargs": {"margin": 0.3, "scale": 16.0}},
+        "kl_divergence": {"args": [unit_rows(9, 6, 35) * 2, unit_rows(9, 6, 36)], "kwargs": {}},
+        "reparameterize": {"args": [unit_rows(9, 6, 37), unit_rows(9, 6, 38)],
+                           "kwargs": {"generator": {"__spec__": "generator", "seed": 39}}},
+        "semihard_triplets": {"args": [unit_rows(18, 4, 40), torch.arange(18) % 4], "kwargs": {"margin": 0.3}},
+        "semihard_triplet_loss": {"args": [unit_rows(18, 4, 41), torch.arange(18) % 4], "kwargs": {"margin": 0.3}},
+        "dvml_loss": {"args": dvml_inputs(12, 16, 4, 42), "kwargs": {"lambdas": (0.5, 1.0, 2.0, 1.5), "margin": 0.3}},
     }
+
+
+def dvml_inputs(b: int, f: int, d: int, seed: int) -> list[torch.Tensor]:
+    """dvml_loss's tensor arguments for a batch of b: features and reconstruction [b, f], mu, logvar,
+    z_inv (unit rows) and z_var [b, d], labels [b] of 3 classes."""
+    g = torch.Generator().manual_seed(seed)
+    features, reconstruction = torch.rand(b, f, generator=g), torch.rand(b, f, generator=g)
+    mu, logvar, z_var = (0.3 * torch.randn(b, d, generator=g) for _ in range(3))
+    labels = torch.randint(0, 3, (b,), generator=g)
+    labels[:3] = torch.arange(3)
+    return [features, mu, logvar, unit_rows(b, d, seed), z_var, reconstruction, labels]
 
 
 def tight_clusters(clusters: int, per_cluster: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,9 +90,9 @@ def build(spec):
 
 
 def reference_output(function: str, args, kwargs):
-    from autograder.reference import lab1, lab2, lab3, lab4
+    from autograder.reference import lab1, lab2, lab3, lab4, lab5
 
-    func = next(getattr(m, function) for m in (lab1, lab2, lab3, lab4) if hasattr(m, function))
+    func = next(getattr(m, function) for m in (lab1, lab2, lab3, lab4, lab5) if hasattr(m, function))
     return func(*[build(a) for a in args], **{k: build(v) for k, v in kwargs.items()})
 
 
@@ -127,7 +145,36 @@ def _compare(function: str, value, expected, where: str) -> tuple[bool, str]:
         if abs(got - float(expected)) > TOL:
             return False, f"{where}: {function} {got:.4f} vs reference {float(expected):.4f} (tolerance {TOL:g})"
         return True, f"{where}: matches the reference ({float(expected):.4f})"
-    if function in ("triplet_loss", "smooth_ap_loss", "norm_softmax_loss", "arcface_loss"):
+    if function == "reparameterize":
+        problem = expect_tensor(value, "the draw", list(expected.shape))
+        if problem:
+            return False, f"{where}: {problem}"
+        err = (value.double() - expected.double()).abs().max().item()
+        if err > TOL:
+            return False, (f"{where}: with a seeded generator the draw differs from the reference's by up to {err:.2e}: "
+                           "draw eps with torch.randn(mu.shape, generator=generator, ...) and return mu + sigma eps")
+        return True, f"{where}: the seeded draw matches the reference (tolerance {TOL:g})"
+    if function == "semihard_triplets":
+        got, problem = triplets_value(value)
+        if problem:
+            return False, f"{where}: {problem}"
+        want = set(zip(*(t.tolist() for t in expected)))
+        if got != want:
+            return False, (f"{where}: {len(got - want)} triplets too many and {len(want - got)} missing among the "
+                           f"reference's {len(want)}")
+        return True, f"{where}: the same {len(want)} triplets as the reference"
+    if function == "dvml_loss":
+        got, problem = dvml_value(value)
+        if problem:
+            return False, f"{where}: {problem}"
+        want = [float(expected[0])] + [float(expected[1][k]) for k in DVML_TERMS]
+        off = [name for name, g, w in zip(("total",) + DVML_TERMS, [got[0]] + [got[1][k] for k in DVML_TERMS], want)
+               if abs(g - w) > TOL * max(1.0, abs(w))]
+        if off:
+            return False, f"{where}: {', '.join(off)} differ from the reference (relative tolerance {TOL:g})"
+        return True, f"{where}: the total and the four terms match the reference (relative tolerance {TOL:g})"
+    if function in ("triplet_loss", "smooth_ap_loss", "norm_softmax_loss", "arcface_loss", "kl_divergence",
+                    "semihard_triplet_loss"):
         loss, problem = _loss_value(value, function)
         if problem:
             return False, f"{where}: {problem}"
@@ -168,6 +215,16 @@ def _random_inputs(function: str, rng: random.Random):
         kwargs = ({"temperature": rng.choice([0.05, 0.1, 1.0])} if function == "norm_softmax_loss"
                   else {"margin": rng.choice([0.1, 0.3, 0.5]), "scale": rng.choice([8.0, 16.0, 64.0])})
         return [unit_rows(b, 8, seed), torch.randint(0, c, (b,), generator=g), unit_rows(c, 8, seed + 1)], kwargs
+    if function == "kl_divergence":
+        b, d = rng.randint(2, 20), rng.randint(1, 8)
+        return [torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)], {}
+    if function in ("semihard_triplets", "semihard_triplet_loss"):
+        b = rng.randint(6, 30)
+        return [unit_rows(b, rng.choice([2, 4, 8]), seed), torch.randint(0, rng.randint(2, 5), (b,), generator=g)], {
+            "margin": rng.choice([0.1, 0.2, 0.5, 1.0])}
+    if function == "dvml_loss":
+        return dvml_inputs(rng.randint(6, 24), rng.choice([8, 16]), rng.choice([2, 4]), seed), {
+            "lambdas": tuple(rng.choice([0.0, 0.5, 1.0, 2.0]) for _ in range(4)), "margin": rng.choice([0.2, 0.5])}
     raise ValueError(function)
 
 
@@ -213,6 +270,10 @@ _register_value_checks("lab3_smoothap", "smooth_ap_loss", 0.5, 0.5)
 for _function, _points in (("recall_at_k", 0.25), ("nmi", 0.25), ("f1", 0.25), ("norm_softmax_loss", 0.15),
                            ("arcface_loss", 0.15)):
     _register_value_checks("lab4_beyond", _function, _points, _points)
+for _function, _fixed, _random in (("kl_divergence", 0.15, 0.15), ("reparameterize", 0.3, 0.0),
+                                   ("semihard_triplets", 0.15, 0.15), ("semihard_triplet_loss", 0.15, 0.15),
+                                   ("dvml_loss", 0.2, 0.2)):
+    _register_value_checks("lab5_dvml", _function, _fixed, _random)
 
 
 # ----------------------------------------------------------------------------------------------

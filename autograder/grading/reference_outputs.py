@@ -14,12 +14,15 @@ from autograder.grading.hidden import OUTPUTS_DIR, fixed_inputs, reference_outpu
 
 LABS = {"lab1_retrieval": ("distances", "evaluate_AP", "evaluate_mAP"), "lab2_triplet": ("triplet_loss",),
         "lab3_smoothap": ("smooth_ap_loss",),
-        "lab4_beyond": ("recall_at_k", "nmi", "f1", "norm_softmax_loss", "arcface_loss")}
+        "lab4_beyond": ("recall_at_k", "nmi", "f1", "norm_softmax_loss", "arcface_loss"),
+        "lab5_dvml": ("kl_divergence", "reparameterize", "semihard_triplets", "semihard_triplet_loss", "dvml_loss")}
 
 
 def plain(output):
     if isinstance(output, tuple):
         return [plain(o) for o in output]
+    if isinstance(output, dict):
+        return {k: plain(v) for k, v in output.items()}
     if isinstance(output, torch.Tensor):
         return output.detach().cpu().clone()
     return output

@@ -32,6 +32,8 @@ LAB_FUNCTIONS = {
     "lab3_smoothap": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss", "smooth_ap_loss"),
     "lab4_beyond": ("distances", "recall_at_k", "kmeans", "contingency_table", "nmi", "f1", "NormSoftmax",
                     "norm_softmax_loss", "arcface_loss"),
+    "lab5_dvml": ("distances", "kl_divergence", "reparameterize", "semihard_triplets", "semihard_triplet_loss",
+                  "dvml_loss"),
 }
 
 #: Modules whose use is refused: library implementations of what the labs ask for, and the grader.

@@ -134,6 +134,8 @@ def build_arg(spec, scratch: str):
         from labtools.data import fixed_test_set
 
         return fixed_test_set(spec.get("name", "MNIST"), download=False)
+    if kind == "generator":
+        return torch.Generator().manual_seed(int(spec["seed"]))
     if kind == "scratch_path":
         return os.path.join(scratch, spec["name"])
     raise ValueError(f"unknown argument spec {kind!r}")
