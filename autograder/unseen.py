@@ -43,7 +43,7 @@ KS = (1, 2, 4, 8, 16, 32)
 SUBSETS = {"seen": tuple(c for c in range(NUM_CLASSES) if c not in HELD_OUT), "unseen": HELD_OUT}
 
 #: What every run shares (stated on each card).
-EPOCHS, LR, MOMENTUM, BATCH_SIZE, SAMPLES_PER_CLASS, SCHEDULE, SEED = 15, 0.01, 0.9, 100, 20, "cosine", 0
+EPOCHS, LR, MOMENTUM, BATCH_SIZE, SAMPLES_PER_CLASS, SCHEDULE, SEED = 10, 0.01, 0.9, 100, 20, "cosine", 0
 
 
 @dataclass(frozen=True)
