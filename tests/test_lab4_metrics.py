@@ -319,3 +319,19 @@ ZEROS = {n: torch.zeros(n, dtype=torch.long) for n in (3, 4, 5)}
 def test_wrong_inputs_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ----------------------------------------------------------------------------- full mAP
+
+
+def test_full_ranking_map_equals_pytorch_metric_learning_with_k_none():
+    """The study's mAP (autograder.evaluation.full_ranking_ap, every item ranked) is
+    AccuracyCalculator's mean_average_precision with k=None on tie-free data."""
+    calculators = pytest.importorskip("pytorch_metric_learning.utils.accuracy_calculator")
+    from autograder.evaluation import full_ranking_ap
+
+    features, labels = unit_rows(300, seed=11, dtype=torch.float32), random_labels(300, 6, seed=11)
+    theirs = calculators.AccuracyCalculator(include=("mean_average_precision",), k=None,
+                                            device=torch.device("cpu")).get_accuracy(features, labels)
+    assert full_ranking_ap(features, labels).mean().item() == pytest.approx(theirs["mean_average_precision"],
+                                                                            abs=1e-6)
