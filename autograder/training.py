@@ -135,6 +135,10 @@ def fit(
     with ``samples_per_class`` K, are class-balanced: ``batch_size // K`` classes x K images
     (:class:`BalancedLoader`). The learning rate of each epoch follows ``schedule`` (:data:`SCHEDULES`);
     each batch is augmented as ``augment`` says (:data:`AUGMENTATIONS`), seeded by ``seed`` and the epoch.
+    A loss with several terms may return ``(loss, {name: 0-d tensor})``: each term's mean over the
+    epoch's batches goes into the history as ``"term/<name>"``. A ``loss_fn`` with a method
+    ``start_epoch(epoch)`` is told each epoch (1-based) before its first batch, also after a resume
+    (losses that change with the epoch, such as two training phases).
     After every epoch it prints the epoch's total loss and saves ``net``, the optimizer and the
     history to ``checkpoint``; when ``checkpoint`` exists it resumes from the epoch stored there.
     Returns the history: "loss" (mean over batches), "loss_total" (sum), "epoch_s" (seconds per
@@ -179,14 +183,22 @@ def fit(
         started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lrs[epoch - 1]
-        total = torch.zeros((), device=device)
+        total, terms = torch.zeros((), device=device), {}
         coins = torch.Generator().manual_seed(seed + epoch)
+        if hasattr(loss_fn, "start_epoch"):
+            loss_fn.start_epoch(epoch)
         for images, labels in tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False):
             loss = loss_fn(net, augment_batch(images, augment, coins), labels)
+            if isinstance(loss, tuple):
+                loss, parts = loss
+                for name, value in parts.items():
+                    terms[name] = terms.get(name, 0) + value.detach()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.detach()
+        for name, value in terms.items():
+            history.setdefault(f"term/{name}", []).append(float(value) / len(loader))
         history["loss_total"].append(total.item())
         history["loss"].append(total.item() / len(loader))
         history["epoch_s"].append(time.perf_counter() - started)

@@ -191,3 +191,32 @@ def test_select_val_map_ends_with_the_best_validation_epoch(tmp_path):
     assert validation_map(net, val) == pytest.approx(history["val_map"][best], abs=1e-6)
     with pytest.raises(ValueError, match="needs a val_set"):
         fit(ConvNet(), small_set(), ce, loss_name="cross_entropy", epochs=1, select="val_map")
+
+
+class TwoPhaseLoss:
+    """Cross-entropy whose second term counts only from epoch 2: records the epochs it was told."""
+
+    def __init__(self):
+        self.epochs, self.epoch = [], None
+
+    def start_epoch(self, epoch):
+        self.epochs.append(epoch)
+        self.epoch = epoch
+
+    def __call__(self, net, images, labels):
+        ce = cross_entropy(net, images, labels)
+        second = torch.ones((), device=images.device) * (self.epoch >= 2)
+        return ce + second, {"ce": ce, "second": second}
+
+
+def test_terms_of_a_loss_are_averaged_per_epoch_and_the_loss_is_told_each_epoch(tmp_path):
+    loss = TwoPhaseLoss()
+    history = fit(ConvNet(), small_set(100), loss, loss_name="two", epochs=2, batch_size=50,
+                  checkpoint=tmp_path / "t.pt", progress=False)
+    assert loss.epochs == [1, 2]
+    assert history["term/second"] == [0.0, 1.0]
+    assert history["loss"] == pytest.approx([c + s for c, s in zip(history["term/ce"], history["term/second"])])
+    resumed = TwoPhaseLoss()
+    history = fit(ConvNet(), small_set(100), resumed, loss_name="two", epochs=3, batch_size=50,
+                  checkpoint=tmp_path / "t.pt", progress=False)
+    assert resumed.epochs == [3] and history["term/second"] == [0.0, 1.0, 1.0]  # the terms survive a resume
