@@ -18,8 +18,8 @@ def main(argv=None) -> int:
     rescore = commands.add_parser("rescore", help="measure shipped checkpoints again and update their cards' scores")
     rescore.add_argument("names", nargs="+", help="checkpoint names, e.g. mnist_classifier")
 
-    unseen = commands.add_parser("unseen", help="Lab 4's study: train the missing runs into models/lab4/, "
-                                 "write the table models/lab4/results.md")
+    unseen = commands.add_parser("unseen", help="Lab 4's and Lab 5's studies: train the missing runs into "
+                                 "models/lab4/ and models/lab5/, write their tables results.md")
     unseen.add_argument("names", nargs="*", help="runs, e.g. fashion_arcface_heldout (default: all)")
     unseen.add_argument("--rescore", action="store_true", help="measure the shipped runs again and update their cards")
     unseen.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -75,11 +75,11 @@ def main(argv=None) -> int:
         for name in args.names:
             print(name, rescore(name)["scores"])
     elif args.command == "unseen":
-        from autograder.unseen import RUNS, main as study
+        from autograder.unseen import ALL_RUNS, main as study
 
-        unknown = sorted(set(args.names) - set(RUNS))
+        unknown = sorted(set(args.names) - set(ALL_RUNS))
         if unknown:
-            parser.error(f"unknown runs {unknown}; expected some of {list(RUNS)}")
+            parser.error(f"unknown runs {unknown}; expected some of {list(ALL_RUNS)}")
         print(study(args.names, rescore=args.rescore, device=args.device), end="")
     elif args.command == "demo":
         from pathlib import Path

@@ -6,7 +6,10 @@ resumable, seeded, with its card ``<name>.json``), measures them all and writes 
 metrics on the test images of the seen classes (0-7) and of the held-out ones (8, 9).
 
 Every run trains an :class:`~labtools.models.EmbeddingNet` (the lab's ConvNet with the loss's class
-vectors) with :func:`autograder.training.fit`; only the loss and its head differ. Metrics
+vectors) with :func:`autograder.training.fit`; only the loss and its head differ. Lab 5's runs
+(:data:`DVML_RUNS`, ``models/lab5/``) train a :class:`~labtools.dvml.DVML` network the same way on
+Fashion-MNIST with the same classes held out: three settings of the DVML loss and the plain
+semi-hard triplet baseline (:data:`DVML_SETTINGS`). Metrics
 (:func:`measure`): precision@1 of nearest-neighbour classification of the 10,000 test images
 against the 54,000 training images (all classes, also for a network that never saw two of them),
 overall and per class; on each test subset Recall@K (K = 1, 2, 4, ..., 32), NMI and F1 of k-means
@@ -28,13 +31,16 @@ from torch.utils.data import TensorDataset
 from autograder.checkpoints import MODELS_DIR, describe_device
 from autograder.evaluation import full_ranking_ap
 from autograder.reference.lab4 import arcface_loss, f1, nmi, norm_softmax_loss, recall_at_k
+from autograder.reference.lab5 import dvml_loss, reparameterize
 from autograder.training import SCHEDULES, fit
 from labtools.data import load_images, train_val_split
+from labtools.dvml import DVML
 from labtools.losses import epshn_triplet_loss, proxy_nca_loss, subcenter_arcface_loss
 from labtools.models import EmbeddingNet, extract_features, load_checkpoint, save_checkpoint
 from labtools.neighbors import nearest
 
 OUT_DIR = MODELS_DIR / "lab4"
+LAB5_DIR = MODELS_DIR / "lab5"
 DATASETS = {"mnist": "MNIST", "fashion": "FashionMNIST"}
 NUM_CLASSES = 10
 #: The classes held out of training in the "heldout" runs: the last two.
@@ -55,6 +61,13 @@ class Loss:
     layer_norm: bool = False
     sub_centers: int = 1
     notes: str = ""
+
+    def make_net(self, num_classes: int) -> EmbeddingNet:
+        return EmbeddingNet(num_classes, layer_norm=self.layer_norm, sub_centers=self.sub_centers)
+
+    def objective(self, epochs: int):
+        """``loss_fn(net, images, labels)`` for :func:`fit`."""
+        return functools.partial(self.loss_fn, **self.hyperparameters)
 
 
 def _norm_softmax(net, images, labels, temperature):
@@ -98,6 +111,70 @@ LOSSES = {
 
 
 @dataclass(frozen=True)
+class DVMLSetting:
+    """A setting of Lab 5's DVML loss: the weights (lambda1..lambda4) of each training phase.
+
+    Two phases split the epochs in halves: in phase 1 the decoder's gradient does not reach the
+    embedding, in phase 2 it does. One phase trains in phase 2 throughout.
+    """
+
+    phases: tuple[tuple[float, float, float, float], ...]
+    margin: float = 0.2
+    embedding_dim: int = 64
+    notes: str = ""
+
+    @property
+    def hyperparameters(self) -> dict:
+        return {"lambdas": [list(p) for p in self.phases], "margin": self.margin, "embedding_dim": self.embedding_dim}
+
+    def make_net(self, num_classes: int) -> DVML:
+        return DVML(embedding_dim=self.embedding_dim)
+
+    def objective(self, epochs: int) -> "DVMLObjective":
+        return DVMLObjective(self, epochs)
+
+
+class DVMLObjective:
+    """``dvml_loss`` of a DVML network's outputs with the phase and weights of the current epoch.
+
+    Returns ``(total, terms)``, so :func:`fit` records each term's mean per epoch.
+    """
+
+    def __init__(self, setting: DVMLSetting, epochs: int):
+        self.setting, self.epoch = setting, 1
+        self.last_phase_1 = epochs // 2 if len(setting.phases) == 2 else 0  # the epochs of phase 1
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def phase(self) -> int:
+        return 1 if self.epoch <= self.last_phase_1 else 2
+
+    def __call__(self, net, images, labels):
+        lambdas = self.setting.phases[0 if self.phase == 1 else -1]
+        return dvml_loss(**net(images, reparameterize, phase=self.phase), labels=labels, lambdas=lambdas,
+                         margin=self.setting.margin)
+
+
+#: Lab 5: the DVML settings of the student report the lab follows (Experiments 1-3) and the baseline.
+DVML_SETTINGS = {
+    "dvml_two_phase_a": DVMLSetting(((1.0, 0.5, 0.5, 1.0), (0.8, 1.0, 0.4, 0.8)),
+                                    notes="The report's Experiment 1: two phases, lambdas (1, 0.5, 0.5, 1) then "
+                                          "(0.8, 1, 0.4, 0.8)."),
+    "dvml_two_phase_b": DVMLSetting(((1.0, 1.0, 0.1, 1.0), (0.8, 1.0, 0.2, 0.8)),
+                                    notes="The report's Experiment 2: two phases, lambdas (1, 1, 0.1, 1) then "
+                                          "(0.8, 1, 0.2, 0.8)."),
+    "dvml_one_phase": DVMLSetting(((1.0, 1.0, 1.0, 1.0),),
+                                  notes="The report's Experiment 3: one phase (the decoder's gradient released "
+                                        "from the start), every lambda 1."),
+    "dvml_triplet": DVMLSetting(((0.0, 0.0, 0.0, 1.0),),
+                                notes="The baseline: the same network trained by the semi-hard triplet loss of "
+                                      "z_inv alone (lambdas 0, 0, 0, 1)."),
+}
+
+
+@dataclass(frozen=True)
 class Run:
     """One network of the study: a dataset (key of :data:`DATASETS`), a loss, all classes or held out."""
 
@@ -113,8 +190,19 @@ class Run:
     def classes(self) -> tuple[int, ...]:
         return SUBSETS["seen"] if self.held_out else tuple(range(NUM_CLASSES))
 
+    @property
+    def setting(self) -> Loss | DVMLSetting:
+        return DVML_SETTINGS[self.loss] if self.loss in DVML_SETTINGS else LOSSES[self.loss]
+
+    @property
+    def out_dir(self) -> Path:
+        """Where the run is shipped: ``models/lab4`` or, for DVML, ``models/lab5``."""
+        return LAB5_DIR if self.loss in DVML_SETTINGS else OUT_DIR
+
 
 RUNS = {run.name: run for run in (Run(d, loss, h) for d in DATASETS for loss in LOSSES for h in (False, True))}
+DVML_RUNS = {run.name: run for run in (Run("fashion", setting, True) for setting in DVML_SETTINGS)}
+ALL_RUNS = {**RUNS, **DVML_RUNS}
 
 
 def training_set(run: Run, root=None) -> TensorDataset:
@@ -125,16 +213,18 @@ def training_set(run: Run, root=None) -> TensorDataset:
     return TensorDataset(images[keep], labels[keep])
 
 
-def train_run(name: str, *, epochs: int = EPOCHS, device: str | None = None, out: Path = OUT_DIR,
+def train_run(name: str, *, epochs: int = EPOCHS, device: str | None = None, out: Path | None = None,
               root=None, progress: bool = True) -> dict:
-    """Train run ``name`` (resuming if interrupted), measure it, and write its weights and card."""
-    run, loss = RUNS[name], LOSSES[RUNS[name].loss]
+    """Train run ``name`` (resuming if interrupted), measure it, and write its weights and card
+    (into ``out``, by default the run's :attr:`Run.out_dir`)."""
+    run, loss = ALL_RUNS[name], ALL_RUNS[name].setting
     command = ["python", "-m", "autograder", "unseen", name] + (["--device", device] if device else [])
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = Path(out)
+    out = Path(out or run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(SEED)
-    net = EmbeddingNet(len(run.classes), layer_norm=loss.layer_norm, sub_centers=loss.sub_centers)
-    history = fit(net, training_set(run, root), functools.partial(loss.loss_fn, **loss.hyperparameters),
+    net = loss.make_net(len(run.classes))
+    history = fit(net, training_set(run, root), loss.objective(epochs),
                   loss_name=run.loss, dataset_name=DATASETS[run.dataset], epochs=epochs, lr=LR, momentum=MOMENTUM,
                   batch_size=BATCH_SIZE, schedule=SCHEDULE, samples_per_class=SAMPLES_PER_CLASS,
                   checkpoint=out / f"{name}.train.pt", device=device, seed=SEED, progress=progress)
@@ -146,7 +236,7 @@ def train_run(name: str, *, epochs: int = EPOCHS, device: str | None = None, out
         "name": name,
         "dataset": DATASETS[run.dataset],
         "loss": run.loss,
-        "architecture": "EmbeddingNet",
+        "architecture": type(net).__name__,
         "config": net.config,
         "trained_classes": list(run.classes),
         "held_out_classes": list(HELD_OUT) if run.held_out else [],
@@ -224,11 +314,12 @@ def flat_scores(scores: dict) -> dict[str, float]:
     return flat
 
 
-def remeasure(name: str, out: Path = OUT_DIR, root=None) -> tuple[dict, dict]:
+def remeasure(name: str, out: Path | None = None, root=None) -> tuple[dict, dict]:
     """(card scores, freshly measured scores) of the shipped run ``name``."""
-    card = json.loads((Path(out) / f"{name}.json").read_text())
-    net, _ = load_checkpoint(Path(out) / f"{name}.pt")
-    return card["scores"], measure(net, RUNS[name].dataset, root=root)
+    out = Path(out or ALL_RUNS[name].out_dir)
+    card = json.loads((out / f"{name}.json").read_text())
+    net, _ = load_checkpoint(out / f"{name}.pt")
+    return card["scores"], measure(net, ALL_RUNS[name].dataset, root=root)
 
 
 def table(cards: list[dict]) -> str:
@@ -247,23 +338,23 @@ def table(cards: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(names=None, *, rescore: bool = False, device: str | None = None, out: Path = OUT_DIR) -> str:
-    """Train the missing runs among ``names`` (all by default), or rescore the shipped ones, and write the table."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cards = []
-    for name in names or RUNS:
+def main(names=None, *, rescore: bool = False, device: str | None = None) -> str:
+    """Train the missing runs among ``names`` (by default all of Lab 4's and Lab 5's), or rescore the
+    shipped ones; then write each lab's table ``results.md`` of all its shipped runs and return them."""
+    for name in names or ALL_RUNS:
+        out = ALL_RUNS[name].out_dir
         path = out / f"{name}.json"
         if rescore:
             card = json.loads(path.read_text())
-            card["scores"] = remeasure(name, out)[1]
+            card["scores"] = remeasure(name)[1]
             path.write_text(json.dumps(card, indent=2) + "\n")
         elif not path.exists() or not (out / f"{name}.pt").exists():
             print(f"training {name}", flush=True)
-            card = train_run(name, device=device, out=out)
-        else:
-            card = json.loads(path.read_text())
-        cards.append(card)
-    text = table(cards)
-    (out / "results.md").write_text(text)
-    return text
+            train_run(name, device=device)
+    texts = []
+    for runs, out in ((RUNS, OUT_DIR), (DVML_RUNS, LAB5_DIR)):
+        cards = [json.loads((out / f"{name}.json").read_text()) for name in runs if (out / f"{name}.json").exists()]
+        if cards:
+            texts.append(table(cards))
+            (out / "results.md").write_text(texts[-1])
+    return "\n".join(texts)
