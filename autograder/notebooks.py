@@ -72,6 +72,7 @@ LABS = {
     "lab1_retrieval": "lab1",
     "lab2_triplet": "lab2",
     "lab3_smoothap": "lab3",
+    "lab4_beyond": "lab4",
 }
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"

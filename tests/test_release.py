@@ -39,35 +39,61 @@ def provided_helper_call(module, statement):
     return getattr(function, "__module__", "").startswith("labtools.")
 
 
+def reference_definitions():
+    """Every function of the reference modules and every method of their classes (Lab 4's NormSoftmax), as ast nodes."""
+    for module in REFERENCE_MODULES:
+        for _, member in inspect.getmembers(module, lambda m: inspect.isfunction(m) or inspect.isclass(m)):
+            if member.__module__ != module.__name__:
+                continue
+            definition = ast.parse(inspect.getsource(member).strip()).body[0]
+            if isinstance(definition, ast.ClassDef):
+                yield from ((module, node) for node in definition.body if isinstance(node, ast.FunctionDef))
+            else:
+                yield module, definition
+
+
 def reference_body_lines():
     """Distinctive code lines of every reference solution's body (docstrings excluded)."""
     lines = set()
-    for module in REFERENCE_MODULES:
-        for _, function in inspect.getmembers(module, inspect.isfunction):
-            if function.__module__ != module.__name__:
+    for module, definition in reference_definitions():
+        body = definition.body
+        if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]
+        for statement in body:
+            if provided_helper_call(module, statement):
                 continue
-            tree = ast.parse(inspect.getsource(function).strip())
-            body = tree.body[0].body
-            if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-                body = body[1:]
-            for statement in body:
-                if provided_helper_call(module, statement):
-                    continue
-                for line in ast.unparse(statement).splitlines():
-                    if len(line.strip()) >= 30 and "(" in line:  # a computation, not an unpacking
-                        lines.add(line.strip())
+            for line in ast.unparse(statement).splitlines():
+                if len(line.strip()) >= 30 and "(" in line:  # a computation, not an unpacking
+                    lines.add(line.strip())
     return lines
+
+
+def test_the_leak_search_covers_every_lab_and_class_methods():
+    """The searched lines include Lab 4's graded functions and the bodies of its NormSoftmax head."""
+    lines = reference_body_lines()
+    assert "self.weight = nn.Parameter(torch.randn(num_classes, dim))" in lines  # NormSoftmax.__init__
+    assert "return F.normalize(self.project(x), dim=1)" in lines  # NormSoftmax.forward
+    assert "logits = cos.scatter(1, labels[:, None], true_logit)" in lines  # arcface_loss
+    for module in REFERENCE_MODULES:
+        own = [d for m, d in reference_definitions() if m is module]
+        assert own, f"no reference definition found in {module.__name__}"
 
 
 def test_bundle_has_what_students_need(bundle):
     root, names = bundle
-    for path in ("notebooks/lab1_retrieval.ipynb", "notebooks/lab2_triplet.ipynb", "labtools/__init__.py",
+    for path in ("notebooks/lab1_retrieval.ipynb", "notebooks/lab2_triplet.ipynb", "notebooks/lab3_smoothap.ipynb",
+                 "notebooks/lab4_beyond.ipynb", "labtools/__init__.py",
                  "labtools/checks/__init__.py", "models/mnist_classifier.pt", "models/mnist_classifier.json",
                  "environment.yml", "requirements.txt", "README.md", "pyproject.toml"):
         assert (root / path).is_file(), path
         assert f"{release.BUNDLE}/{path}" in names
     assert not any("autograder" in name.split("/") for name in names)
     assert not any(name.endswith((".train.pt", ".pyc")) for name in names)
+    # Lab 4's study: every finished network and card of models/lab4 (those there are) ships
+    study = [p for p in (REPO / "models" / "lab4").glob("*") if p.suffix in (".pt", ".json")
+             and not p.name.endswith((".train.pt", ".tmp"))] if (REPO / "models" / "lab4").is_dir() else []
+    for path in study:
+        assert f"{release.BUNDLE}/models/lab4/{path.name}" in names, path.name
 
 
 def test_bundle_has_no_solution_or_hidden_test_marker(bundle):
