@@ -5,7 +5,7 @@ Each raises a ValueError that names the argument and what is wrong with it.
 
 import torch
 
-__all__ = ["check_features", "check_labels", "check_weights"]
+__all__ = ["check_features", "check_labels", "check_weights", "check_pair"]
 
 
 def check_features(features, name="features", unit=False):
@@ -44,3 +44,12 @@ def check_weights(weight, dim, name="weight", shape="[C, D]"):
             and weight.shape[-1] == dim and 0 not in weight.shape):
         got = f"{weight.dtype} {list(weight.shape)}" if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise ValueError(f"{name} must be a float {shape} tensor with D = {dim}, got {got}")
+
+
+def check_pair(first, second, first_name, second_name):
+    """Check that both are float [N, D] tensors of finite values (:func:`check_features`) of one shape."""
+    check_features(first, first_name)
+    check_features(second, second_name)
+    if first.shape != second.shape:
+        raise ValueError(f"{first_name} and {second_name} must have the same shape, "
+                         f"got {list(first.shape)} and {list(second.shape)}")

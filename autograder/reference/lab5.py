@@ -9,16 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from autograder.reference.lab1 import distances
-from labtools.validate import check_features, check_labels
-
-
-def _check_pair(first, second, first_name, second_name):
-    """Check that both are float [N, D] tensors of finite values, of one shape."""
-    check_features(first, first_name)
-    check_features(second, second_name)
-    if first.shape != second.shape:
-        raise ValueError(f"{first_name} and {second_name} must have the same shape, "
-                         f"got {list(first.shape)} and {list(second.shape)}")
+from labtools.validate import check_features, check_labels, check_pair
 
 
 def kl_divergence(mu, logvar):
@@ -27,7 +18,7 @@ def kl_divergence(mu, logvar):
     mu, logvar: [B, D], logvar = log sigma^2. Per row, 0.5 sum_d (sigma^2 + mu^2 - 1 - log sigma^2).
     Returns a 0-d tensor.
     """
-    _check_pair(mu, logvar, "mu", "logvar")
+    check_pair(mu, logvar, "mu", "logvar")
     return 0.5 * (logvar.exp() + mu.square() - 1 - logvar).sum(dim=1).mean()
 
 
@@ -38,7 +29,7 @@ def reparameterize(mu, logvar, generator=None):
     ``generator`` (a torch.Generator on mu's device; the global generator when None).
     Returns [B, D].
     """
-    _check_pair(mu, logvar, "mu", "logvar")
+    check_pair(mu, logvar, "mu", "logvar")
     if generator is not None and (not isinstance(generator, torch.Generator) or generator.device != mu.device):
         raise ValueError(f"generator must be a torch.Generator on mu's device {mu.device}, got {generator!r}")
     eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
@@ -93,9 +84,9 @@ def dvml_loss(features, mu, logvar, z_inv, z_var, reconstruction, labels, lambda
     Returns (total, terms): a 0-d tensor and {"kl", "reconstruction", "triplet_synthesized",
     "triplet_invariant"} of 0-d tensors.
     """
-    _check_pair(features, reconstruction, "features", "reconstruction")
-    _check_pair(z_inv, z_var, "z_inv", "z_var")
-    _check_pair(mu, z_inv, "mu", "z_inv")
+    check_pair(features, reconstruction, "features", "reconstruction")
+    check_pair(z_inv, z_var, "z_inv", "z_var")
+    check_pair(mu, z_inv, "mu", "z_inv")
     check_labels(labels, len(features))
     weights = torch.as_tensor(lambdas, dtype=torch.float64)
     if weights.shape != (4,) or not weights.isfinite().all() or (weights < 0).any():
