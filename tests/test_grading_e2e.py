@@ -357,3 +357,67 @@ def test_lab3_grades_the_solution_and_each_mistake_exactly(lab3):
     page = next((out / "feedback" / "query_included").glob("*.html")).read_text()
     assert "count as its own positive" in page  # the check's message reaches the student
     assert "hidden_fixed" in page and "load_outputs" not in page and "reference_output" not in page
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 4
+
+RECALL_VALUES = {f"recall_at_k.{c}" for c in ("hand_example", "leave_one_out", "singletons", "hidden_fixed",
+                                                "hidden_random")}
+LAB4_EXPECTED = {
+    "solution": set(),
+    "recall_query_included": RECALL_VALUES,
+    "recall_loop": {"recall_at_k.vectorized"},
+    # the public examples have equal entropies of labels and clusters: only the hidden checks see it
+    "nmi_max_normalization": {"nmi.hidden_fixed", "nmi.hidden_random"},
+    # perfect clusters still give F1 = 1
+    "f1_ordered_pairs": {"f1.mixed", "f1.hand_example", "f1.hidden_fixed", "f1.hidden_random"},
+    "head_without_layer_norm": {"NormSoftmax.layer_norm", "NormSoftmax.hidden_random"},
+    # the normalization check runs at temperature 1, where ignoring it changes nothing
+    "temperature_ignored": {"norm_softmax_loss.hand_example", "norm_softmax_loss.hidden_fixed"},
+    # margin 0 is right whatever gets the margin
+    "arcface_margin_on_every_class": {"arcface_loss.hand_example", "arcface_loss.hidden_fixed",
+                                      "arcface_loss.hidden_random"},
+}
+#: Checks a mistake loses on most runs but not all: the random inputs of norm_softmax_loss.hidden_random
+#: draw each of their 3 temperatures from (0.05, 0.1, 1.0), so all three are 1 (where the temperature
+#: changes nothing) once in 27 runs.
+LAB4_MAYBE = {"temperature_ignored": {"norm_softmax_loss.hidden_random"}}
+
+
+@pytest.fixture(scope="module")
+def lab4(tmp_path_factory):
+    if not (COURSE / "source" / "lab4_beyond" / "lab4_beyond.ipynb").is_file():
+        pytest.skip("no Lab 4 source notebook")
+    root = tmp_path_factory.mktemp("lab4")
+    subs = root / "submissions"
+    for student in LAB4_EXPECTED:
+        if student == "recall_loop":
+            replace = snippet("mistakes", "recall_loop")
+        else:
+            replace = build.lab4_mistake(student) if student != "solution" else None
+        write(subs, student, notebook("lab4_beyond", replace), lab="lab4_beyond")
+    out = root / "out"
+    return run_grade("lab4_beyond", subs, out, time_limit=300), out
+
+
+def test_lab4_grades_the_solution_and_each_mistake_exactly(lab4):
+    run, out = lab4
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    rows = read_grades(out)
+    assert set(rows) == set(LAB4_EXPECTED)
+    checks = set(rows["solution"]) - {"TOTAL"}
+    assert {c.split(".")[0] for c in checks} == set(build.POINTS["lab4_beyond"])  # every graded function's checks
+    for student, expected in LAB4_EXPECTED.items():
+        maybe = LAB4_MAYBE.get(student, set())
+        assert expected | maybe <= checks, student
+        got = lost(rows[student])
+        assert expected <= got <= expected | maybe, (student, {c: rows[student][c]["message"] for c in got})
+        max_lost = sum(float(rows[student][c]["max_points"]) for c in got)
+        assert float(rows[student]["TOTAL"]["points"]) == pytest.approx(sum(build.POINTS["lab4_beyond"].values()) - max_lost), student
+    assert rows["solution"]["TOTAL"]["message"] == ""  # a faithful notebook needs no repair
+    page = next((out / "feedback" / "recall_query_included").glob("*.html")).read_text()
+    assert "recall_at_k.leave_one_out" in page and "leave it out of its own neighbours" in page
+    assert "hidden_fixed" in page and "load_outputs" not in page and "reference_output" not in page
+    # the NormSoftmax class went through extraction, the sandbox and nbgrader like a function
+    assert "NormSoftmax.layer_norm" in next((out / "feedback" / "head_without_layer_norm").glob("*.html")).read_text()

@@ -24,9 +24,12 @@ POINTS = {
     "lab1_retrieval": {"distances": 1.5, "evaluate_AP": 1.5, "evaluate_mAP": 1.0},
     "lab2_triplet": {"triplet_loss": 2.0, "train_triplets": 1.0, "checkpoint": 3.0},
     "lab3_smoothap": {"smooth_ap_loss": 3.0},
+    "lab4_beyond": {"recall_at_k": 1.5, "nmi": 1.5, "f1": 1.5, "NormSoftmax": 1.0, "norm_softmax_loss": 1.0,
+                    "arcface_loss": 1.0},
 }
 UNGRADED = {"lab1_retrieval": (), "lab2_triplet": ("distances", "evaluate_AP", "evaluate_mAP"),
-            "lab3_smoothap": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss")}
+            "lab3_smoothap": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss"),
+            "lab4_beyond": ("distances", "kmeans", "contingency_table")}
 #: Lab 3 mistakes made by editing the reference's source at test time: (old, new) text edits.
 SMOOTH_AP_MISTAKES = {
     "query_included": [("not_query = index[None, :] != index[:, None]",
@@ -34,13 +37,35 @@ SMOOTH_AP_MISTAKES = {
     "wrong_sign": [("(sim[:, None, :] - s_pos[:, :, None])", "(s_pos[:, :, None] - sim[:, None, :])")],
     "tau_ignored": [("/ tau)", ")")],
 }
+#: Lab 4 mistakes, edits of the reference's source per function: {mistake: {function: [(old, new), ...]}}.
+LAB4_MISTAKES = {
+    # the query is its own nearest neighbour: every Recall@K is 1
+    "recall_query_included": {"recall_at_k": [("dist.fill_diagonal_(math.inf)  # a query is not its own neighbour",
+                                               "")]},
+    # NMI normalized by the larger entropy instead of the mean of the two
+    "nmi_max_normalization": {"nmi": [("(mutual_information / ((h_labels + h_clusters) / 2))",
+                                       "(mutual_information / torch.maximum(h_labels, h_clusters))")]},
+    # F1 over ordered pairs, each item also paired with itself: n^2 pairs per cell instead of n(n-1)/2
+    "f1_ordered_pairs": {"f1": [("both = (table * (table - 1) / 2).sum()", "both = (table * table).sum()"),
+                                ("(table.sum(dim=1) * (table.sum(dim=1) - 1) / 2).sum()", "(table.sum(dim=1) ** 2).sum()"),
+                                ("(table.sum(dim=0) * (table.sum(dim=0) - 1) / 2).sum()", "(table.sum(dim=0) ** 2).sum()")]},
+    # the head L2-normalizes without layer-normalizing first
+    "head_without_layer_norm": {"NormSoftmax": [("x = F.layer_norm(x, x.shape[-1:])", "pass")]},
+    # the logits are the bare cosines: the temperature is ignored
+    "temperature_ignored": {"norm_softmax_loss": [(".T / temperature  # [B, C]", ".T  # [B, C]")]},
+    # the angular margin is added to the angle of every class, not only the true one
+    "arcface_margin_on_every_class": {"arcface_loss": [
+        ("logits = cos.scatter(1, labels[:, None], true_logit)", "logits = torch.cos(torch.acos(cos.clamp(-1, 1)) + margin)")]},
+}
 HEADER = "import torch\nfrom labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint\n"
 
 
 def reference_code() -> dict[str, str]:
-    from autograder.reference import lab1, lab2, lab3
+    from autograder.reference import lab1, lab2, lab3, lab4
 
     functions = [lab1.distances, lab1.evaluate_AP, lab1.evaluate_mAP, lab2.triplet_loss, lab3.smooth_ap_loss]
+    functions += [getattr(lab4, name) for name in ("recall_at_k", "kmeans", "contingency_table", "nmi", "f1",
+                                                   "NormSoftmax", "norm_softmax_loss", "arcface_loss")]
     code = {f.__name__: inspect.getsource(f) for f in functions + [getattr(lab3, "train", None)] if f is not None}
     code["train_triplets"] = (HERE / "student_train_triplets.py").read_text()
     return code
@@ -54,6 +79,19 @@ def smooth_ap_mistake(name: str) -> dict[str, str]:
             raise ValueError(f"the reference smooth_ap_loss no longer contains {old!r}: update SMOOTH_AP_MISTAKES")
         source = source.replace(old, new)
     return {"smooth_ap_loss": source}
+
+
+def lab4_mistake(name: str) -> dict[str, str]:
+    """``{function: source}``: the reference's functions with the edits of :data:`LAB4_MISTAKES`."""
+    replaced = {}
+    for function, edits in LAB4_MISTAKES[name].items():
+        source = reference_code()[function]
+        for old, new in edits:
+            if old not in source:
+                raise ValueError(f"the reference {function} no longer contains {old!r}: update LAB4_MISTAKES")
+            source = source.replace(old, new)
+        replaced[function] = source
+    return replaced
 
 
 def snippet_functions(path: Path) -> dict[str, str]:
