@@ -218,3 +218,30 @@ def test_lab3_mistakes_lose_exactly_their_checks(tmp_path, mistake, lost_checks,
     assert total == pytest.approx(3.0 - sum(c["max_points"] for c in result["checks"] if c["check"] in lost_checks))
     if hint:
         assert any(hint in c["message"] for c in result["checks"] if c["check"] in lost_checks)
+
+
+@pytest.mark.parametrize("mistake, lost_checks", [
+    (None, set()),
+    ("head_without_layer_norm", {"NormSoftmax.layer_norm", "NormSoftmax.hidden_random"}),
+    ("recall_loop", {"recall_at_k.vectorized"}),
+])
+def test_lab4_notebook_submissions_are_extracted_and_graded(tmp_path, mistake, lost_checks):
+    """A Lab 4 notebook: its NormSoftmax class cell and its helpers (kmeans, contingency_table) are
+    extracted with the setup cell's imports; the reference earns 7.5 points, a mistake loses its checks."""
+    from autograder.grading.trusted import grade_submission
+    from labtools.checks.submission import extract_submission
+
+    if mistake == "recall_loop":
+        replace = _snippet("mistakes", "recall_loop")
+    else:
+        replace = build.lab4_mistake(mistake) if mistake else None
+    path = build.write_submission(tmp_path / "s", "lab4_beyond", replace=replace)
+    source = extract_submission(path, "lab4_beyond")
+    for definition in ("class NormSoftmax(nn.Module):", "def kmeans(", "def contingency_table(", "def distances("):
+        assert definition in source
+    assert "from labtools.neighbors" not in source and "epshn_triplet_loss" not in source  # refused imports left out
+    result = grade_submission(path, "lab4_beyond", workroot=tmp_path)
+    lost = {c["check"] for c in result["checks"] if c["points"] < c["max_points"]}
+    assert lost == lost_checks, {c["check"]: c["message"] for c in result["checks"] if c["check"] in lost}
+    total = sum(c["points"] for c in result["checks"])
+    assert total == pytest.approx(7.5 - sum(c["max_points"] for c in result["checks"] if c["check"] in lost_checks))
