@@ -394,8 +394,8 @@ for run, card in cards.items():
 # ### Your measurements
 #
 # Now measure all 20 networks with **your** `recall_at_k`, `nmi` and `f1`, and P@1 by
-# `labtools.neighbors.nearest`. This embeds 64,000 images per network: some minutes on a CPU
-# for all 20. In *fast mode* it measures a documented subset instead, 50 test images per class
+# `labtools.neighbors.nearest`. This embeds 64,000 images per network: about a minute per network
+# on a two-core CPU (20-30 minutes for all 20), much less on a GPU. In *fast mode* it measures a documented subset instead, 50 test images per class
 # against 100 training images per class (the first of each class in the seeded order of
 # `labtools.data.fixed_test_indices`), whose numbers differ from the cards'.
 #
