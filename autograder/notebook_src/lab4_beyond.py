@@ -445,9 +445,10 @@ for run in tqdm(RUNS, desc="networks"):
 
 # %% [markdown]
 # Your numbers next to the cards': in full mode they must agree (the same images, the same
-# neighbours, the same k-means). On the machine that measured the cards they agree up to the
-# cards' rounding to 6 digits; elsewhere (another CPU, a GPU) the features can differ in their
-# last digits and move a few nearest neighbours, which changes a score by some 1e-4.
+# neighbours, the same k-means). With the cards' settings they agree up to the cards' rounding to
+# 6 digits; with other ones (more threads, another CPU, a GPU) the features and distances can
+# differ in their last digits, which can swap a few near-tied nearest neighbours: one swap changes
+# a class's P@1 by about 0.001 (one image of a class of 1,000).
 
 # %%
 def card_differences(mine, card):
@@ -466,9 +467,10 @@ if fast_mode():
 else:
     differences = {run: card_differences(live[run], cards[run]["scores"]) for run in RUNS}
     worst = max(differences, key=differences.get)
-    verdict = "agree with" if differences[worst] < 1e-3 else "DIFFER from"
-    print(f"your measurements {verdict} the cards (tolerance 1e-3): the largest difference is "
-          f"{differences[worst]:.2e} ({worst})")
+    verdict = "agree with" if differences[worst] < 5e-3 else "DIFFER from"
+    print(f"your measurements {verdict} the cards (tolerance 0.005, a few swapped neighbours): the largest "
+          f"difference is {differences[worst]:.2e} ({worst}); {sum(d < 1e-6 for d in differences.values())} "
+          f"of {len(RUNS)} networks agree to the cards' 6 digits")
 
 # %% [markdown]
 # The results table of your measurements (the mAP column is the card's), per dataset, loss,
