@@ -533,8 +533,9 @@ for run in RUNS:
 # all images of the class before the others, and NMI and F1 for compact, separated clusters.
 # EPSHN pulls each image only to its easiest positive, so a class may form several local groups:
 # good neighbours, poor global ranking and clusters. A majority vote over 5 or 15 neighbours
-# changes P@1 little, up or down: the nearest neighbour is usually right already, and more votes
-# help only near the borders between classes, where they can as well outvote a right neighbour.
+# changes P@1 on MNIST by less than 0.005 (the nearest neighbour is nearly always right), and
+# raises it on Fashion-MNIST by 0.01-0.03 (ArcFace the most, 0.805 to 0.838): its classes overlap,
+# many images lie near a border where a single neighbour is noisy, and the vote smooths it.
 
 # %% [markdown]
 # ### The drop on unseen classes
