@@ -212,7 +212,8 @@ def _random_inputs(function: str, rng: random.Random):
         return list(tight_clusters(rng.randint(2, 6), rng.randint(3, 10), seed)), {}
     if function in ("norm_softmax_loss", "arcface_loss"):
         b, c = rng.randint(4, 40), rng.randint(2, 10)
-        kwargs = ({"temperature": rng.choice([0.05, 0.1, 1.0])} if function == "norm_softmax_loss"
+        # temperatures below 1: at 1 a loss that ignores the temperature would pass
+        kwargs = ({"temperature": rng.choice([0.05, 0.1, 0.5])} if function == "norm_softmax_loss"
                   else {"margin": rng.choice([0.1, 0.3, 0.5]), "scale": rng.choice([8.0, 16.0, 64.0])})
         return [unit_rows(b, 8, seed), torch.randint(0, c, (b,), generator=g), unit_rows(c, 8, seed + 1)], kwargs
     if function == "kl_divergence":
