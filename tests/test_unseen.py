@@ -8,7 +8,8 @@ import torch
 
 from autograder.reference.lab5 import dvml_loss
 from autograder.unseen import (ALL_RUNS, DATASETS, DVML_RUNS, DVML_SETTINGS, HELD_OUT, KS, LAB5_DIR, LOSSES,
-                               OUT_DIR, RUNS, flat_scores, remeasure, table, train_run, training_set)
+                               OUT_DIR, RUNS, flat_scores, remeasure, rescore_run, table, train_run,
+                               training_set)
 from labtools.dvml import DVML
 from labtools.models import EmbeddingNet, load_checkpoint
 
@@ -56,6 +57,25 @@ def test_card_scores_match_a_remeasurement(card_path, require_data):
     assert set(stated) == set(measured)
     for key, value in measured.items():
         assert value == pytest.approx(stated[key], abs=2e-4), key
+
+
+@pytest.mark.slow
+def test_rescoring_rewrites_the_scores_not_the_weights(tmp_path, require_data):
+    require_data("MNIST")
+    name = "mnist_epshn_triplet_heldout"
+    for suffix in (".pt", ".json"):
+        (tmp_path / f"{name}{suffix}").write_bytes((OUT_DIR / f"{name}{suffix}").read_bytes())
+    card = json.loads((tmp_path / f"{name}.json").read_text())
+    card["scores"]["p_at_1"] = 0.0
+    (tmp_path / f"{name}.json").write_text(json.dumps(card))
+    rescored = rescore_run(name, out=tmp_path)
+    stated, measured = remeasure(name, out=tmp_path)
+    assert stated == measured == rescored["scores"] and stated["p_at_1"] > 0.9
+    assert hashlib.sha256((tmp_path / f"{name}.pt").read_bytes()).hexdigest() == rescored["sha256"]
+    net, record = load_checkpoint(tmp_path / f"{name}.pt")
+    shipped, _ = load_checkpoint(OUT_DIR / f"{name}.pt")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), shipped.state_dict().values()))
+    assert record["scores"] == flat_scores(measured)
 
 
 def test_the_table_is_the_cards():
