@@ -158,7 +158,8 @@ def test_resumed_training_with_schedule_balanced_batches_and_flips_equals_uninte
         assert torch.allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["fashion_classifier", "fashion_triplet", "fashion_smoothap"])
+@pytest.mark.parametrize("name", ["fashion_classifier", "fashion_triplet", "fashion_smoothap", "fashion_smoothap_hflip",
+                                  "fashion_smoothap_b200"])
 def test_fashion_configs_train_and_their_cards_state_the_choices(name, tmp_path, monkeypatch):
     import autograder.checkpoints as checkpoints
 
@@ -168,7 +169,9 @@ def test_fashion_configs_train_and_their_cards_state_the_choices(name, tmp_path,
     card = checkpoints.train_checkpoint(name, epochs=1, device="cpu", out=tmp_path, progress=False)
     assert card["dataset"] == "FashionMNIST" and card["schedule"].startswith("cosine: ")
     assert card["hyperparameters"] == config.hyperparameters and card["optimizer"]["lr"] == config.lr
-    assert card["sampler"].startswith("uniform" if config.samples_per_class is None else "class-balanced: 10 classes x 10")
+    assert card["sampler"].startswith("uniform" if config.samples_per_class is None else
+                                      f"class-balanced: 10 classes x {config.samples_per_class} images")
+    assert card["augmentation"] == checkpoints.AUGMENTATIONS[config.augment]
     _, record = load_checkpoint(tmp_path / f"{name}.pt")
     assert record["loss"] == config.loss and len(record["history"]["loss"]) == 1
 
