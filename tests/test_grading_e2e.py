@@ -328,20 +328,22 @@ LAB3_EXPECTED = {
 }
 
 
+def grade_samples(lab, students, replacement, tmp_path_factory):
+    """Grade one notebook per student of ``lab``: the solution, or the edit ``replacement(student)``
+    (None for the faithful notebook). Returns (the grader's run, its output folder)."""
+    if not (COURSE / "source" / lab / f"{lab}.ipynb").is_file():
+        pytest.skip(f"no {lab} source notebook")
+    root = tmp_path_factory.mktemp(lab)
+    subs = root / "submissions"
+    for student in students:
+        write(subs, student, notebook(lab, None if student == "solution" else replacement(student)), lab=lab)
+    return run_grade(lab, subs, root / "out", time_limit=300), root / "out"
+
+
 @pytest.fixture(scope="module")
 def lab3(tmp_path_factory):
-    if not (COURSE / "source" / "lab3_smoothap" / "lab3_smoothap.ipynb").is_file():
-        pytest.skip("no Lab 3 source notebook")
-    root = tmp_path_factory.mktemp("lab3")
-    subs = root / "submissions"
-    for student in LAB3_EXPECTED:
-        if student == "cube":
-            replace = snippet("mistakes", "smoothap_cube")
-        else:
-            replace = build.smooth_ap_mistake(student) if student != "solution" else None
-        write(subs, student, notebook("lab3_smoothap", replace), lab="lab3_smoothap")
-    out = root / "out"
-    return run_grade("lab3_smoothap", subs, out, time_limit=300), out
+    return grade_samples("lab3_smoothap", LAB3_EXPECTED, lambda student: snippet("mistakes", "smoothap_cube")
+                         if student == "cube" else build.smooth_ap_mistake(student), tmp_path_factory)
 
 
 def test_lab3_grades_the_solution_and_each_mistake_exactly(lab3):
@@ -384,18 +386,8 @@ LAB4_EXPECTED = {
 
 @pytest.fixture(scope="module")
 def lab4(tmp_path_factory):
-    if not (COURSE / "source" / "lab4_beyond" / "lab4_beyond.ipynb").is_file():
-        pytest.skip("no Lab 4 source notebook")
-    root = tmp_path_factory.mktemp("lab4")
-    subs = root / "submissions"
-    for student in LAB4_EXPECTED:
-        if student == "recall_loop":
-            replace = snippet("mistakes", "recall_loop")
-        else:
-            replace = build.lab4_mistake(student) if student != "solution" else None
-        write(subs, student, notebook("lab4_beyond", replace), lab="lab4_beyond")
-    out = root / "out"
-    return run_grade("lab4_beyond", subs, out, time_limit=300), out
+    return grade_samples("lab4_beyond", LAB4_EXPECTED, lambda student: snippet("mistakes", "recall_loop")
+                         if student == "recall_loop" else build.lab4_mistake(student), tmp_path_factory)
 
 
 def test_lab4_grades_the_solution_and_each_mistake_exactly(lab4):
