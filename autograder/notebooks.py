@@ -73,6 +73,7 @@ LABS = {
     "lab2_triplet": "lab2",
     "lab3_smoothap": "lab3",
     "lab4_beyond": "lab4",
+    "lab5_dvml": "lab5",
 }
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"

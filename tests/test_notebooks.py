@@ -18,14 +18,14 @@ import pytest
 import torch
 
 from autograder import notebooks
-from autograder.reference import lab1, lab2, lab3, lab4
+from autograder.reference import lab1, lab2, lab3, lab4, lab5
 
 LABS = list(notebooks.LABS)
 REFERENCES = {"lab1_retrieval": (lab1,), "lab2_triplet": (lab2, lab1), "lab3_smoothap": (lab3, lab2, lab1),
-              "lab4_beyond": (lab4, lab1)}
+              "lab4_beyond": (lab4, lab1), "lab5_dvml": (lab5, lab4, lab1)}
 #: The dataset each lab's notebook loads (Lab 4 loads MNIST too).
 DATASETS = {"lab1_retrieval": "MNIST", "lab2_triplet": "MNIST", "lab3_smoothap": "FashionMNIST",
-            "lab4_beyond": "FashionMNIST"}
+            "lab4_beyond": "FashionMNIST", "lab5_dvml": "FashionMNIST"}
 
 #: grade_id -> points of every autograded test cell (the course's grading scheme).
 POINTS = {
@@ -34,6 +34,8 @@ POINTS = {
     "lab3_smoothap": {"test_smooth_ap_loss": 3.0},
     "lab4_beyond": {"test_recall_at_k": 1.5, "test_nmi": 1.5, "test_f1": 1.5, "test_NormSoftmax": 1.0,
                     "test_norm_softmax_loss": 1.0, "test_arcface_loss": 1.0},
+    "lab5_dvml": {"test_kl_divergence": 1.0, "test_reparameterize": 1.0, "test_semihard_triplets": 1.5,
+                  "test_semihard_triplet_loss": 1.0, "test_dvml_loss": 1.5},
 }
 #: Solution cells without a test cell of their own: pasted from an earlier lab, Lab 3's training loop,
 #: Lab 4's k-means and contingency table (graded through nmi and f1, which call them).
@@ -42,6 +44,7 @@ UNGRADED = {
     "lab2_triplet": {"distances", "evaluate_AP", "evaluate_mAP"},
     "lab3_smoothap": {"distances", "evaluate_AP", "evaluate_mAP", "triplet_loss", "train"},
     "lab4_beyond": {"distances", "kmeans", "contingency_table"},
+    "lab5_dvml": {"distances", "recall_at_k", "kmeans", "contingency_table", "nmi", "f1"},
 }
 #: Manually graded answer cells (for the report).
 ANSWERS = {
@@ -49,6 +52,7 @@ ANSWERS = {
     "lab2_triplet": {"report_settings", "report_training", "report_comparison"},
     "lab3_smoothap": {"report_settings", "report_validation", "report_comparison", "report_retrieval"},
     "lab4_beyond": {"report_losses", "report_unseen"},
+    "lab5_dvml": {"report_dvml"},
 }
 #: The shipped cards whose scores each lab's reference_map cell prints, and which scores (those on the card).
 CARDS = {
