@@ -163,9 +163,7 @@ def train_checkpoint(name: str, *, epochs: int | None = None, device: str | None
                   batch_size=config.batch_size, schedule=config.schedule, samples_per_class=config.samples_per_class,
                   augment=config.augment, checkpoint=out / f"{name}.train.pt", device=device, seed=config.seed,
                   val_set=val_set, select=config.select, progress=progress)
-    # measured as a loaded checkpoint is: fit's channels-last weights give other float roundings,
-    # enough to swap a near-tied neighbour between the card and a re-measurement
-    net = net.cpu().eval().to(memory_format=torch.contiguous_format)
+    net = net.cpu().eval()
     scores = measure_scores(net, config.dataset, config.loss, root=root)
     weights = save_checkpoint(out / f"{name}.pt", net, dataset=config.dataset, loss=config.loss,
                               seed=config.seed, epochs=epochs, history=history, scores=scores)

@@ -217,5 +217,8 @@ def fit(
                             epochs=epoch, history=history, optimizer=optimizer)
     if select == "val_map":
         load_checkpoint(best_path(checkpoint), net, device=device)
+    # back to the default layout: measured as a loaded checkpoint is (channels-last weights round
+    # differently, enough to swap a near-tied neighbour between a card and its re-measurement)
+    net.to(memory_format=torch.contiguous_format)
     net.eval()
     return history

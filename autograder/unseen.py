@@ -36,7 +36,7 @@ from autograder.training import SCHEDULES, fit
 from labtools.data import load_images, train_val_split
 from labtools.dvml import DVML
 from labtools.losses import epshn_triplet_loss, proxy_nca_loss, subcenter_arcface_loss
-from labtools.models import EmbeddingNet, extract_features, load_checkpoint, read_checkpoint, save_checkpoint
+from labtools.models import EmbeddingNet, extract_features, load_checkpoint, save_checkpoint
 from labtools.neighbors import nearest
 
 OUT_DIR = MODELS_DIR / "lab4"
@@ -228,9 +228,7 @@ def train_run(name: str, *, epochs: int = EPOCHS, device: str | None = None, out
                   loss_name=run.loss, dataset_name=DATASETS[run.dataset], epochs=epochs, lr=LR, momentum=MOMENTUM,
                   batch_size=BATCH_SIZE, schedule=SCHEDULE, samples_per_class=SAMPLES_PER_CLASS,
                   checkpoint=out / f"{name}.train.pt", device=device, seed=SEED, progress=progress)
-    # measured as a loaded checkpoint is: fit's channels-last weights give other float roundings,
-    # enough to swap a near-tied neighbour between the card and a re-measurement
-    net = net.cpu().eval().to(memory_format=torch.contiguous_format)
+    net = net.cpu().eval()
     scores = measure(net, run.dataset, root=root)
     weights = save_checkpoint(out / f"{name}.pt", net, dataset=DATASETS[run.dataset], loss=run.loss, seed=SEED,
                               epochs=epochs, history=history, scores=flat_scores(scores))
@@ -329,13 +327,12 @@ def rescore_run(name: str, out: Path | None = None) -> dict:
     (the weights are not touched; the card's sha256 follows the rewritten file)."""
     out = Path(out or ALL_RUNS[name].out_dir)
     card = json.loads((out / f"{name}.json").read_text())
-    card["scores"] = remeasure(name, out)[1]
-    record = read_checkpoint(out / f"{name}.pt")
-    record["scores"] = flat_scores(card["scores"])
-    temporary = out / f"{name}.pt.tmp"
-    torch.save(record, temporary)
-    temporary.replace(out / f"{name}.pt")
-    card["sha256"] = hashlib.sha256((out / f"{name}.pt").read_bytes()).hexdigest()
+    net, record = load_checkpoint(out / f"{name}.pt")
+    card["scores"] = measure(net, ALL_RUNS[name].dataset)
+    weights = save_checkpoint(out / f"{name}.pt", net, dataset=record["dataset"], loss=record["loss"],
+                              seed=record["seed"], epochs=record["epochs"], history=record["history"],
+                              scores=flat_scores(card["scores"]))
+    card["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
 

@@ -223,3 +223,11 @@ def test_terms_of_a_loss_are_averaged_per_epoch_and_the_loss_is_told_each_epoch(
     history = fit(ConvNet(), small_set(100), resumed, loss_name="two", epochs=3, batch_size=50,
                   checkpoint=tmp_path / "t.pt", progress=False)
     assert resumed.epochs == [3] and history["term/second"] == [0.0, 1.0, 1.0]  # the terms survive a resume
+
+
+def test_a_trained_net_is_left_in_the_default_memory_format():
+    """fit trains channels-last but returns the layout a loaded checkpoint has, so that measuring
+    the net after training and measuring its saved checkpoint give the same floats."""
+    net = ConvNet()
+    fit(net, small_set(100), cross_entropy, loss_name="ce", epochs=1, batch_size=50, progress=False)
+    assert all(p.is_contiguous() for p in net.parameters())
