@@ -190,16 +190,12 @@ def test_missing_data_is_the_graders_error_not_the_students(tmp_path, monkeypatc
     assert all(c["points"] == c["max_points"] for c in results["checks"] if not c["grader_error"])
 
 
-SMOOTH_AP_VALUES = {f"smooth_ap_loss.{c}" for c in ("hand_example", "tau", "query_excluded", "hidden_fixed",
-                                                       "hidden_random")}
-
-
 @pytest.mark.parametrize("mistake, lost_checks, hint", [
     (None, set(), None),
     ("cube", {"smooth_ap_loss.memory"}, "like B^3"),
-    ("query_included", SMOOTH_AP_VALUES | {"smooth_ap_loss.range"}, "count as its own positive"),
-    ("wrong_sign", SMOOTH_AP_VALUES | {"smooth_ap_loss.perfect_ranking"}, "check the sign of D_ij"),
-    ("tau_ignored", SMOOTH_AP_VALUES | {"smooth_ap_loss.perfect_ranking"}, "tau seems ignored"),
+    ("query_included", build.MISTAKES["lab3_smoothap"]["query_included"][1], "count as its own positive"),
+    ("wrong_sign", build.MISTAKES["lab3_smoothap"]["wrong_sign"][1], "check the sign of D_ij"),
+    ("tau_ignored", build.MISTAKES["lab3_smoothap"]["tau_ignored"][1], "tau seems ignored"),
 ])
 def test_lab3_mistakes_lose_exactly_their_checks(tmp_path, mistake, lost_checks, hint):
     """Query not excluded, wrong sign of D, tau ignored: values; the B^3 version: memory only."""
@@ -208,7 +204,7 @@ def test_lab3_mistakes_lose_exactly_their_checks(tmp_path, mistake, lost_checks,
     if mistake == "cube":
         replace = _snippet("mistakes", "smoothap_cube")
     else:
-        replace = build.smooth_ap_mistake(mistake) if mistake else None
+        replace = build.mistake("lab3_smoothap", mistake) if mistake else None
     path = build.write_submission(tmp_path / "s", "lab3_smoothap", replace=replace)
     result = grade_submission(path, "lab3_smoothap", workroot=tmp_path)
     assert {c["check"] for c in result["checks"]} >= {"smooth_ap_loss.memory", "smooth_ap_loss.hidden_random"}
@@ -222,7 +218,7 @@ def test_lab3_mistakes_lose_exactly_their_checks(tmp_path, mistake, lost_checks,
 
 @pytest.mark.parametrize("mistake, lost_checks", [
     (None, set()),
-    ("head_without_layer_norm", {"NormSoftmax.layer_norm", "NormSoftmax.hidden_random"}),
+    ("head_without_layer_norm", build.MISTAKES["lab4_beyond"]["head_without_layer_norm"][1]),
     ("recall_loop", {"recall_at_k.vectorized"}),
 ])
 def test_lab4_notebook_submissions_are_extracted_and_graded(tmp_path, mistake, lost_checks):
@@ -234,7 +230,7 @@ def test_lab4_notebook_submissions_are_extracted_and_graded(tmp_path, mistake, l
     if mistake == "recall_loop":
         replace = _snippet("mistakes", "recall_loop")
     else:
-        replace = build.lab4_mistake(mistake) if mistake else None
+        replace = build.mistake("lab4_beyond", mistake) if mistake else None
     path = build.write_submission(tmp_path / "s", "lab4_beyond", replace=replace)
     source = extract_submission(path, "lab4_beyond")
     for definition in ("class NormSoftmax(nn.Module):", "def kmeans(", "def contingency_table(", "def distances("):

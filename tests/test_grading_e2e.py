@@ -1,7 +1,7 @@
 """End to end: ``python -m autograder grade`` (a subprocess) on sample submissions built at test time.
 
-One grade run per lab grades every sample student (the solution, the typical mistakes and the
-hostile suite at notebook level), so the whole file costs two runs. Each student's expected
+One grade run per lab grades every sample student (the solution, the typical mistakes of
+``build.MISTAKES`` and, for Lab 1, the hostile suite at notebook level). Each student's expected
 result is the set of checks it loses; the run must exit 0 and write grades.csv, the feedback
 pages, the gradebook (consistent with grades.csv) and the histogram. Skipped without MNIST.
 """
@@ -21,6 +21,8 @@ from nbformat.v4 import new_code_cell
 
 sys.path.insert(0, str(Path(__file__).parent / "submissions"))
 import build  # noqa: E402
+
+from labtools.checks import TEST_CELL_POINTS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COURSE = REPO / "autograder" / "course"
@@ -317,46 +319,54 @@ def test_lab2_grades(lab2):
 # ----------------------------------------------------------------------------------------------
 # Lab 3
 
-SMOOTH_AP_VALUES = {f"smooth_ap_loss.{c}" for c in ("hand_example", "tau", "query_excluded", "hidden_fixed",
-                                                       "hidden_random")}
-LAB3_EXPECTED = {
-    "solution": set(),
-    "cube": {"smooth_ap_loss.memory"},
-    "query_included": SMOOTH_AP_VALUES | {"smooth_ap_loss.range"},
-    "wrong_sign": SMOOTH_AP_VALUES | {"smooth_ap_loss.perfect_ranking"},
-    "tau_ignored": SMOOTH_AP_VALUES | {"smooth_ap_loss.perfect_ranking"},
-}
-
-
-def grade_samples(lab, students, replacement, tmp_path_factory):
-    """Grade one notebook per student of ``lab``: the solution, or the edit ``replacement(student)``
-    (None for the faithful notebook). Returns (the grader's run, its output folder)."""
+def grade_samples(lab, extra, tmp_path_factory):
+    """Grade one notebook per sample student of ``lab``: the solution, each mistake of
+    ``build.MISTAKES[lab]``, and the ``extra`` snippet students ({student: (snippet, lost checks)}).
+    Returns (the grader's run, its output folder, {student: the checks it must lose})."""
     if not (COURSE / "source" / lab / f"{lab}.ipynb").is_file():
         pytest.skip(f"no {lab} source notebook")
+    expected = {"solution": set(), **{m: lost for m, (_, lost) in build.MISTAKES[lab].items()},
+                **{s: lost for s, (_, lost) in extra.items()}}
     root = tmp_path_factory.mktemp(lab)
     subs = root / "submissions"
-    for student in students:
-        write(subs, student, notebook(lab, None if student == "solution" else replacement(student)), lab=lab)
-    return run_grade(lab, subs, root / "out", time_limit=300), root / "out"
+    for student in expected:
+        replace = (None if student == "solution" else snippet("mistakes", extra[student][0]) if student in extra
+                   else build.mistake(lab, student))
+        write(subs, student, notebook(lab, replace), lab=lab)
+    return run_grade(lab, subs, root / "out", time_limit=300), root / "out", expected
+
+
+def check_samples(lab, graded):
+    """Every sample loses exactly its checks (and their points); the solution needs no repair.
+    Returns the grade rows."""
+    run, out, expected = graded
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    rows = read_grades(out)
+    assert set(rows) == set(expected)
+    checks = set(rows["solution"]) - {"TOTAL"}
+    assert {c.split(".")[0] for c in checks} == set(TEST_CELL_POINTS[lab])  # every graded function's checks ran
+    for student, lost_checks in expected.items():
+        assert lost_checks <= checks, student
+        got = lost(rows[student])
+        assert got == lost_checks, (student, {c: rows[student][c]["message"] for c in got})
+        max_lost = sum(float(rows[student][c]["max_points"]) for c in got)
+        assert float(rows[student]["TOTAL"]["points"]) == pytest.approx(sum(TEST_CELL_POINTS[lab].values()) - max_lost), student
+    assert rows["solution"]["TOTAL"]["message"] == ""  # a faithful notebook needs no repair
+    return rows
+
+
+def feedback(out, student) -> str:
+    return next((out / "feedback" / student).glob("*.html")).read_text()
 
 
 @pytest.fixture(scope="module")
 def lab3(tmp_path_factory):
-    return grade_samples("lab3_smoothap", LAB3_EXPECTED, lambda student: snippet("mistakes", "smoothap_cube")
-                         if student == "cube" else build.smooth_ap_mistake(student), tmp_path_factory)
+    return grade_samples("lab3_smoothap", {"cube": ("smoothap_cube", {"smooth_ap_loss.memory"})}, tmp_path_factory)
 
 
 def test_lab3_grades_the_solution_and_each_mistake_exactly(lab3):
-    run, out = lab3
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    rows = read_grades(out)
-    assert set(rows) == set(LAB3_EXPECTED)
-    for student, expected in LAB3_EXPECTED.items():
-        assert lost(rows[student]) == expected, (student, {c: rows[student][c]["message"] for c in lost(rows[student])})
-        max_lost = sum(float(rows[student][c]["max_points"]) for c in expected)
-        assert float(rows[student]["TOTAL"]["points"]) == pytest.approx(3.0 - max_lost), student
-    assert rows["solution"]["TOTAL"]["message"] == ""  # a faithful notebook needs no repair
-    page = next((out / "feedback" / "query_included").glob("*.html")).read_text()
+    check_samples("lab3_smoothap", lab3)
+    page = feedback(lab3[1], "query_included")
     assert "count as its own positive" in page  # the check's message reaches the student
     assert "hidden_fixed" in page and "load_outputs" not in page and "reference_output" not in page
 
@@ -364,48 +374,37 @@ def test_lab3_grades_the_solution_and_each_mistake_exactly(lab3):
 # ----------------------------------------------------------------------------------------------
 # Lab 4
 
-RECALL_VALUES = {f"recall_at_k.{c}" for c in ("hand_example", "leave_one_out", "singletons", "hidden_fixed",
-                                                "hidden_random")}
-LAB4_EXPECTED = {
-    "solution": set(),
-    "recall_query_included": RECALL_VALUES,
-    "recall_loop": {"recall_at_k.vectorized"},
-    # the public examples have equal entropies of labels and clusters: only the hidden checks see it
-    "nmi_max_normalization": {"nmi.hidden_fixed", "nmi.hidden_random"},
-    # perfect clusters still give F1 = 1
-    "f1_ordered_pairs": {"f1.mixed", "f1.hand_example", "f1.hidden_fixed", "f1.hidden_random"},
-    "head_without_layer_norm": {"NormSoftmax.layer_norm", "NormSoftmax.hidden_random"},
-    # the normalization check runs at temperature 1, where ignoring it changes nothing
-    "temperature_ignored": {"norm_softmax_loss.hand_example", "norm_softmax_loss.hidden_fixed",
-                            "norm_softmax_loss.hidden_random"},
-    # margin 0 is right whatever gets the margin
-    "arcface_margin_on_every_class": {"arcface_loss.hand_example", "arcface_loss.hidden_fixed",
-                                      "arcface_loss.hidden_random"},
-}
-
 
 @pytest.fixture(scope="module")
 def lab4(tmp_path_factory):
-    return grade_samples("lab4_beyond", LAB4_EXPECTED, lambda student: snippet("mistakes", "recall_loop")
-                         if student == "recall_loop" else build.lab4_mistake(student), tmp_path_factory)
+    return grade_samples("lab4_beyond", {"recall_loop": ("recall_loop", {"recall_at_k.vectorized"})}, tmp_path_factory)
 
 
 def test_lab4_grades_the_solution_and_each_mistake_exactly(lab4):
-    run, out = lab4
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    rows = read_grades(out)
-    assert set(rows) == set(LAB4_EXPECTED)
-    checks = set(rows["solution"]) - {"TOTAL"}
-    assert {c.split(".")[0] for c in checks} == set(build.POINTS["lab4_beyond"])  # every graded function's checks
-    for student, expected in LAB4_EXPECTED.items():
-        assert expected <= checks, student
-        got = lost(rows[student])
-        assert got == expected, (student, {c: rows[student][c]["message"] for c in got})
-        max_lost = sum(float(rows[student][c]["max_points"]) for c in got)
-        assert float(rows[student]["TOTAL"]["points"]) == pytest.approx(sum(build.POINTS["lab4_beyond"].values()) - max_lost), student
-    assert rows["solution"]["TOTAL"]["message"] == ""  # a faithful notebook needs no repair
-    page = next((out / "feedback" / "recall_query_included").glob("*.html")).read_text()
+    check_samples("lab4_beyond", lab4)
+    page = feedback(lab4[1], "recall_query_included")
     assert "recall_at_k.leave_one_out" in page and "leave it out of its own neighbours" in page
     assert "hidden_fixed" in page and "load_outputs" not in page and "reference_output" not in page
     # the NormSoftmax class went through extraction, the sandbox and nbgrader like a function
-    assert "NormSoftmax.layer_norm" in next((out / "feedback" / "head_without_layer_norm").glob("*.html")).read_text()
+    assert "NormSoftmax.layer_norm" in feedback(lab4[1], "head_without_layer_norm")
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 5
+
+
+@pytest.fixture(scope="module")
+def lab5(tmp_path_factory):
+    # a loop in the miner is a loop in the two losses that call it
+    loops = {f"{f}.vectorized" for f in ("semihard_triplets", "semihard_triplet_loss", "dvml_loss")}
+    return grade_samples("lab5_dvml", {"semihard_loop": ("semihard_loop", loops)}, tmp_path_factory)
+
+
+def test_lab5_grades_the_solution_and_each_mistake_exactly(lab5):
+    rows = check_samples("lab5_dvml", lab5)
+    # a mistake in a helper costs the graded function that calls it, and the feedback says which check
+    assert {c for c in lost(rows["kl_summed_over_the_batch"]) if c.startswith("dvml_loss.")}
+    page = feedback(lab5[1], "hard_negatives_too")
+    assert "semihard_triplets.hand_example" in page and "a semi-hard negative is farther than the positive" in page
+    assert "in the helper semihard_triplets" in feedback(lab5[1], "semihard_loop")
+    assert "hidden_fixed" in page and "load_outputs" not in page and "reference_output" not in page

@@ -18,79 +18,106 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from labtools.checks import TEST_CELL_POINTS
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-POINTS = {
-    "lab1_retrieval": {"distances": 1.5, "evaluate_AP": 1.5, "evaluate_mAP": 1.0},
-    "lab2_triplet": {"triplet_loss": 2.0, "train_triplets": 1.0, "checkpoint": 3.0},
-    "lab3_smoothap": {"smooth_ap_loss": 3.0},
-    "lab4_beyond": {"recall_at_k": 1.5, "nmi": 1.5, "f1": 1.5, "NormSoftmax": 1.0, "norm_softmax_loss": 1.0,
-                    "arcface_loss": 1.0},
-}
 UNGRADED = {"lab1_retrieval": (), "lab2_triplet": ("distances", "evaluate_AP", "evaluate_mAP"),
             "lab3_smoothap": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss"),
             "lab4_beyond": ("distances", "kmeans", "contingency_table")}
-#: Lab 3 mistakes made by editing the reference's source at test time: (old, new) text edits.
-SMOOTH_AP_MISTAKES = {
-    "query_included": [("not_query = index[None, :] != index[:, None]",
-                        "not_query = torch.ones(len(labels), len(labels), dtype=torch.bool, device=labels.device)")],
-    "wrong_sign": [("(sim[:, None, :] - s_pos[:, :, None])", "(s_pos[:, :, None] - sim[:, None, :])")],
-    "tau_ignored": [("/ tau)", ")")],
-}
-#: Lab 4 mistakes, edits of the reference's source per function: {mistake: {function: [(old, new), ...]}}.
-LAB4_MISTAKES = {
-    # the query is its own nearest neighbour: every Recall@K is 1
-    "recall_query_included": {"recall_at_k": [("dist.fill_diagonal_(math.inf)  # a query is not its own neighbour",
-                                               "")]},
-    # NMI normalized by the larger entropy instead of the mean of the two
-    "nmi_max_normalization": {"nmi": [("(mutual_information / ((h_labels + h_clusters) / 2))",
-                                       "(mutual_information / torch.maximum(h_labels, h_clusters))")]},
-    # F1 over ordered pairs, each item also paired with itself: n^2 pairs per cell instead of n(n-1)/2
-    "f1_ordered_pairs": {"f1": [("both = (table * (table - 1) / 2).sum()", "both = (table * table).sum()"),
-                                ("(table.sum(dim=1) * (table.sum(dim=1) - 1) / 2).sum()", "(table.sum(dim=1) ** 2).sum()"),
-                                ("(table.sum(dim=0) * (table.sum(dim=0) - 1) / 2).sum()", "(table.sum(dim=0) ** 2).sum()")]},
-    # the head L2-normalizes without layer-normalizing first
-    "head_without_layer_norm": {"NormSoftmax": [("x = F.layer_norm(x, x.shape[-1:])", "pass")]},
-    # the logits are the bare cosines: the temperature is ignored
-    "temperature_ignored": {"norm_softmax_loss": [(".T / temperature  # [B, C]", ".T  # [B, C]")]},
-    # the angular margin is added to the angle of every class, not only the true one
-    "arcface_margin_on_every_class": {"arcface_loss": [
-        ("logits = cos.scatter(1, labels[:, None], true_logit)", "logits = torch.cos(torch.acos(cos.clamp(-1, 1)) + margin)")]},
+#: Typical mistakes, made by editing the reference's source at test time, and the checks each must lose:
+#: ``{lab: {mistake: ([(old, new), ...], lost checks)}}``. An edit applies to every reference function
+#: that contains ``old``. A mistake in a helper also costs the checks of the graded functions that call
+#: it (Lab 5's dvml_loss uses the student's kl_divergence and semihard_triplet_loss). The same table
+#: drives the sandbox tests (tests/test_lab_checks.py) and the nbgrader runs (tests/test_grading_e2e.py).
+_SMOOTH_AP_VALUES = {f"smooth_ap_loss.{c}" for c in ("hand_example", "tau", "query_excluded", "hidden_fixed",
+                                                      "hidden_random")}
+_RECALL_VALUES = {f"recall_at_k.{c}" for c in ("hand_example", "leave_one_out", "singletons", "hidden_fixed",
+                                                 "hidden_random")}
+_KL = {"kl_divergence.hand_example", "kl_divergence.hidden_fixed", "kl_divergence.hidden_random"}
+_DVML_VALUES = {"dvml_loss.hidden_fixed", "dvml_loss.hidden_random"}
+_SEMIHARD_LOSS = {"semihard_triplet_loss.hand_example", "semihard_triplet_loss.hidden_fixed",
+                  "semihard_triplet_loss.hidden_random", "dvml_loss.triplet_terms"} | _DVML_VALUES
+MISTAKES = {
+    "lab3_smoothap": {
+        "query_included": ([("not_query = index[None, :] != index[:, None]",
+                             "not_query = torch.ones(len(labels), len(labels), dtype=torch.bool, device=labels.device)")],
+                           _SMOOTH_AP_VALUES | {"smooth_ap_loss.range"}),
+        "wrong_sign": ([("(sim[:, None, :] - s_pos[:, :, None])", "(s_pos[:, :, None] - sim[:, None, :])")],
+                       _SMOOTH_AP_VALUES | {"smooth_ap_loss.perfect_ranking"}),
+        "tau_ignored": ([("/ tau)", ")")], _SMOOTH_AP_VALUES | {"smooth_ap_loss.perfect_ranking"}),
+    },
+    "lab4_beyond": {
+        # the query is its own nearest neighbour: every Recall@K is 1
+        "recall_query_included": ([("dist.fill_diagonal_(math.inf)  # a query is not its own neighbour", "")],
+                                  _RECALL_VALUES),
+        # NMI normalized by the larger entropy: the public examples have equal entropies, only the hidden checks see it
+        "nmi_max_normalization": ([("(mutual_information / ((h_labels + h_clusters) / 2))",
+                                    "(mutual_information / torch.maximum(h_labels, h_clusters))")],
+                                  {"nmi.hidden_fixed", "nmi.hidden_random"}),
+        # F1 over ordered pairs, each item also paired with itself (perfect clusters still give F1 = 1)
+        "f1_ordered_pairs": ([("both = (table * (table - 1) / 2).sum()", "both = (table * table).sum()"),
+                              ("(table.sum(dim=1) * (table.sum(dim=1) - 1) / 2).sum()", "(table.sum(dim=1) ** 2).sum()"),
+                              ("(table.sum(dim=0) * (table.sum(dim=0) - 1) / 2).sum()", "(table.sum(dim=0) ** 2).sum()")],
+                             {"f1.mixed", "f1.hand_example", "f1.hidden_fixed", "f1.hidden_random"}),
+        # the head L2-normalizes without layer-normalizing first
+        "head_without_layer_norm": ([("x = F.layer_norm(x, x.shape[-1:])", "pass")],
+                                    {"NormSoftmax.layer_norm", "NormSoftmax.hidden_random"}),
+        "head_with_learned_layer_norm": ([("x = F.layer_norm(x, x.shape[-1:])", "x = F.normalize(x, dim=1) * 4")],
+                                         {"NormSoftmax.layer_norm", "NormSoftmax.hidden_random"}),
+        # the logits are the bare cosines (the normalization check runs at temperature 1, where this changes nothing)
+        "temperature_ignored": ([(".T / temperature  # [B, C]", ".T  # [B, C]")],
+                                {"norm_softmax_loss.hand_example", "norm_softmax_loss.hidden_fixed",
+                                 "norm_softmax_loss.hidden_random"}),
+        # the angular margin on every class, not only the true one (margin 0 is right whatever gets it)
+        "arcface_margin_on_every_class": ([("logits = cos.scatter(1, labels[:, None], true_logit)",
+                                            "logits = torch.cos(torch.acos(cos.clamp(-1, 1)) + margin)")],
+                                          {"arcface_loss.hand_example", "arcface_loss.hidden_fixed",
+                                           "arcface_loss.hidden_random"}),
+        "arcface_margin_on_the_cosine": ([("torch.cos(theta + margin)", "true_cos - margin")],
+                                         {"arcface_loss.hand_example", "arcface_loss.hidden_fixed",
+                                          "arcface_loss.hidden_random"}),
+    },
+    "lab5_dvml": {
+        "kl_summed_over_the_batch": ([("(logvar.exp() + mu.square() - 1 - logvar).sum(dim=1).mean()",
+                                       "(logvar.exp() + mu.square() - 1 - logvar).sum()")],
+                                     _KL | {"dvml_loss.kl_and_reconstruction"} | _DVML_VALUES),
+        "sigma_is_exp_logvar": ([("return mu + (0.5 * logvar).exp() * eps", "return mu + logvar.exp() * eps")],
+                                {"reparameterize.moments", "reparameterize.hidden_fixed"}),
+        "hard_negatives_too": ([(" & (an > ap) & ", " & ")],
+                               {"semihard_triplets.hand_example", "semihard_triplets.margin",
+                                "semihard_triplets.hidden_fixed", "semihard_triplets.hidden_random"} | _SEMIHARD_LOSS),
+        "hinges_summed": ([("return hinge.sum() / max(len(a), 1)", "return hinge.sum()")], _SEMIHARD_LOSS),
+        "reconstruction_summed": ([('"reconstruction": F.mse_loss(reconstruction, features.detach()),',
+                                    '"reconstruction": F.mse_loss(reconstruction, features.detach(), reduction="sum"),')],
+                                  {"dvml_loss.kl_and_reconstruction"} | _DVML_VALUES),
+    },
 }
 HEADER = "import torch\nfrom labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint\n"
 
 
 def reference_code() -> dict[str, str]:
-    from autograder.reference import lab1, lab2, lab3, lab4
+    from autograder.reference import lab1, lab2, lab3, lab4, lab5
 
     functions = [lab1.distances, lab1.evaluate_AP, lab1.evaluate_mAP, lab2.triplet_loss, lab3.smooth_ap_loss]
     functions += [getattr(lab4, name) for name in ("recall_at_k", "kmeans", "contingency_table", "nmi", "f1",
                                                    "NormSoftmax", "norm_softmax_loss", "arcface_loss")]
+    functions += [getattr(lab5, name) for name in ("kl_divergence", "reparameterize", "semihard_triplets",
+                                                   "semihard_triplet_loss", "dvml_loss")]
     code = {f.__name__: inspect.getsource(f) for f in functions + [getattr(lab3, "train", None)] if f is not None}
     code["train_triplets"] = (HERE / "student_train_triplets.py").read_text()
     return code
 
 
-def smooth_ap_mistake(name: str) -> dict[str, str]:
-    """``{"smooth_ap_loss": source}``: the reference with the edits of :data:`SMOOTH_AP_MISTAKES`."""
-    source = reference_code()["smooth_ap_loss"]
-    for old, new in SMOOTH_AP_MISTAKES[name]:
-        if old not in source:
-            raise ValueError(f"the reference smooth_ap_loss no longer contains {old!r}: update SMOOTH_AP_MISTAKES")
-        source = source.replace(old, new)
-    return {"smooth_ap_loss": source}
-
-
-def lab4_mistake(name: str) -> dict[str, str]:
-    """``{function: source}``: the reference's functions with the edits of :data:`LAB4_MISTAKES`."""
-    replaced = {}
-    for function, edits in LAB4_MISTAKES[name].items():
-        source = reference_code()[function]
-        for old, new in edits:
-            if old not in source:
-                raise ValueError(f"the reference {function} no longer contains {old!r}: update LAB4_MISTAKES")
-            source = source.replace(old, new)
-        replaced[function] = source
+def mistake(lab: str, name: str) -> dict[str, str]:
+    """``{function: source}``: the reference functions that :data:`MISTAKES` ``[lab][name]`` edits, edited."""
+    reference, replaced = reference_code(), {}
+    for old, new in MISTAKES[lab][name][0]:
+        hits = [function for function, source in {**reference, **replaced}.items() if old in source]
+        if not hits:
+            raise ValueError(f"no reference function of {lab} contains {old!r} any more: update MISTAKES")
+        for function in hits:
+            replaced[function] = replaced.get(function, reference[function]).replace(old, new)
     return replaced
 
 
@@ -123,7 +150,7 @@ def source_notebook(lab: str) -> nbformat.NotebookNode:
     for name in UNGRADED[lab]:
         cells.append(new_code_cell(f"### BEGIN SOLUTION\n{code[name]}### END SOLUTION\n",
                                    metadata=_meta(name, grade=False, solution=True, locked=False)))
-    for name, points in POINTS[lab].items():
+    for name, points in TEST_CELL_POINTS[lab].items():
         if name != "checkpoint":
             cells.append(new_code_cell(f"### BEGIN SOLUTION\n{code[name]}### END SOLUTION\n",
                                        metadata=_meta(name, grade=False, solution=True, locked=False)))
