@@ -118,6 +118,14 @@ CONFIGS = {
         "FashionMNIST", "smooth_ap", smooth_ap, lr=0.05, schedule="cosine", batch_size=200, samples_per_class=20,
         augment="hflip", select="val_map", hyperparameters={"tau": 0.01},
         notes="Experiment: fashion_smoothap_hflip on batches of 10 classes x 20 images (19 positives per query)."),
+    "fashion_smoothap_shift": Config(
+        "FashionMNIST", "smooth_ap", smooth_ap, lr=0.05, schedule="cosine", samples_per_class=10,
+        augment="hflip_shift", select="val_map", hyperparameters={"tau": 0.01},
+        notes="Experiment: fashion_smoothap_hflip with shifts of up to 2 pixels as well."),
+    "fashion_smoothap_shift_b200": Config(
+        "FashionMNIST", "smooth_ap", smooth_ap, lr=0.05, schedule="cosine", batch_size=200, samples_per_class=20,
+        augment="hflip_shift", select="val_map", hyperparameters={"tau": 0.01},
+        notes="Experiment: fashion_smoothap_b200 with shifts of up to 2 pixels as well."),
 }
 
 

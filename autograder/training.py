@@ -33,17 +33,38 @@ SCHEDULES = {
 AUGMENTATIONS = {
     "none": "none: the training images as they are",
     "hflip": "each training image mirrored left-right with probability 1/2 (drawn from seed + epoch)",
+    "hflip_shift": "each training image mirrored left-right with probability 1/2, then shifted by -2..2 pixels "
+                   "along each axis (uniform, zeros shifted in; drawn from seed + epoch)",
 }
+#: The largest shift of "hflip_shift", in pixels.
+MAX_SHIFT = 2
 
 
 def augment_batch(images: torch.Tensor, augment: str, generator: torch.Generator) -> torch.Tensor:
     """``images [B, C, H, W]`` augmented as :data:`AUGMENTATIONS` says, with coins from ``generator`` (CPU)."""
     if augment == "none":
         return images
-    if augment == "hflip":
+    if augment in ("hflip", "hflip_shift"):
         mirrored = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
-        return torch.where(mirrored[:, None, None, None], images.flip(-1), images)
+        images = torch.where(mirrored[:, None, None, None], images.flip(-1), images)
+    if augment == "hflip":
+        return images
+    if augment == "hflip_shift":
+        return shift_batch(images, torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (2, len(images)), generator=generator))
     raise ValueError(f"unknown augmentation {augment!r}; expected one of {', '.join(AUGMENTATIONS)}")
+
+
+def shift_batch(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """``images [B, C, H, W]`` with image b moved down by ``shifts[0, b]`` and right by ``shifts[1, b]``
+    pixels (``shifts [2, B]`` integers, negative: up or left), zeros shifted in; one gather, no loop."""
+    b, _, h, w = images.shape
+    pad = int(shifts.abs().max()) if shifts.numel() else 0
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))  # [B, C, H + 2 pad, W + 2 pad]
+    shifts = shifts.to(images.device)
+    rows = (pad - shifts[0])[:, None] + torch.arange(h, device=images.device)  # [B, H]
+    cols = (pad - shifts[1])[:, None] + torch.arange(w, device=images.device)  # [B, W]
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def scheduled_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
