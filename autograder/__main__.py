@@ -14,6 +14,8 @@ def main(argv=None) -> int:
     train.add_argument("--epochs", type=int, default=None, help="override the configuration's epochs")
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     train.add_argument("--out", default=None, help="output folder (default: models/)")
+    train.add_argument("--precision", default="fp32",
+                       help="arithmetic of the forward pass: fp32 (default) or bf16 (about 2x faster on a CPU with AVX-512 BF16)")
 
     rescore = commands.add_parser("rescore", help="measure shipped checkpoints again and update their cards' scores")
     rescore.add_argument("names", nargs="+", help="checkpoint names, e.g. mnist_classifier")
@@ -67,7 +69,8 @@ def main(argv=None) -> int:
     if args.command == "train":
         from autograder.checkpoints import MODELS_DIR, train_checkpoint
 
-        card = train_checkpoint(args.name, epochs=args.epochs, device=args.device, out=args.out or MODELS_DIR)
+        card = train_checkpoint(args.name, epochs=args.epochs, device=args.device, out=args.out or MODELS_DIR,
+                                precision=args.precision)
         print(card["scores"])
     elif args.command == "rescore":
         from autograder.checkpoints import rescore

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from autograder.evaluation import full_ranking_ap
 from autograder.reference.lab2 import triplet_loss
 from autograder.reference.lab3 import smooth_ap_loss
-from autograder.training import AUGMENTATIONS, SCHEDULES, accuracy, best_path, fit
+from autograder.training import AUGMENTATIONS, PRECISIONS, SCHEDULES, accuracy, best_path, fit
 from labtools.data import fixed_test_indices, load_images, train_val_split
 from labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint
 
@@ -155,8 +155,9 @@ def describe_device(device: torch.device) -> str:
 
 
 def train_checkpoint(name: str, *, epochs: int | None = None, device: str | None = None,
-                     out: Path = MODELS_DIR, root=None, progress: bool = True) -> dict:
-    """Train configuration ``name`` (resuming if interrupted) and write its weights and card."""
+                     out: Path = MODELS_DIR, root=None, progress: bool = True, precision: str = "fp32") -> dict:
+    """Train configuration ``name`` (resuming if interrupted) and write its weights and card.
+    ``precision`` is the forward pass's arithmetic (:data:`autograder.training.PRECISIONS`)."""
     config = CONFIGS[name]
     epochs = epochs or config.epochs
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -170,7 +171,7 @@ def train_checkpoint(name: str, *, epochs: int | None = None, device: str | None
                   epochs=epochs, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                   batch_size=config.batch_size, schedule=config.schedule, samples_per_class=config.samples_per_class,
                   augment=config.augment, checkpoint=out / f"{name}.train.pt", device=device, seed=config.seed,
-                  val_set=val_set, select=config.select, progress=progress)
+                  val_set=val_set, select=config.select, progress=progress, precision=precision)
     net = net.cpu().eval()
     scores = measure_scores(net, config.dataset, config.loss, root=root)
     weights = save_checkpoint(out / f"{name}.pt", net, dataset=config.dataset, loss=config.loss,
@@ -188,6 +189,7 @@ def train_checkpoint(name: str, *, epochs: int | None = None, device: str | None
         "batch_size": config.batch_size,
         "sampler": config.sampler(),
         "augmentation": AUGMENTATIONS[config.augment],
+        "precision": PRECISIONS[precision],
         "hyperparameters": config.hyperparameters,
         **({"selected_epoch": 1 + max(range(epochs), key=history["val_map"].__getitem__),
             "selection": "the weights of the epoch of best mAP on the validation images (history val_map)"}

@@ -33,4 +33,7 @@ def test_evaluator_smoke_on_mnist_features(require_mnist):
 def test_training_smoke(require_mnist):
     out = smoke("training.py")
     assert "MNIST training images: 500" in out
-    assert "ratio (textbook / kit) per epoch:" in out
+    assert "ratio (textbook / kit) per epoch:" in out and ", with bf16 " in out
+    rows = [line for line in out.splitlines() if line.startswith("  ") and "pipeline" not in line]
+    assert len(rows) == 4 and "bf16" in rows[-1]
+    assert all(0 < float(row.split()[-1]) <= 1 for row in rows)  # each trained net's mAP
