@@ -53,7 +53,8 @@ class Config:
     class-balanced, ``batch_size // K`` classes x K images, else drawn uniformly; ``augment`` names
     the batches' augmentation (:data:`autograder.training.AUGMENTATIONS`). ``select`` is
     "last" (the weights after the last epoch) or "val_map" (those of the epoch of best mAP on the
-    6,000 validation images).
+    6,000 validation images). ``init`` names a shipped checkpoint of ``models/`` whose weights start
+    the training (None: the seeded random initialization).
     """
 
     dataset: str
@@ -69,6 +70,7 @@ class Config:
     augment: str = "none"
     seed: int = 0
     select: str = "last"
+    init: str | None = None
     hyperparameters: dict = field(default_factory=dict)
     notes: str = ""
 
@@ -126,6 +128,14 @@ CONFIGS = {
         "FashionMNIST", "smooth_ap", smooth_ap, lr=0.05, schedule="cosine", batch_size=200, samples_per_class=20,
         augment="hflip_shift", select="val_map", hyperparameters={"tau": 0.01},
         notes="Experiment: fashion_smoothap_b200 with shifts of up to 2 pixels as well."),
+    "fashion_smoothap_ft": Config(
+        "FashionMNIST", "smooth_ap", smooth_ap, lr=0.01, schedule="cosine", samples_per_class=10, augment="hflip",
+        select="val_map", init="fashion_classifier", hyperparameters={"tau": 0.01},
+        notes="Experiment: Smooth-AP fine-tuning of the Lab 3 classification network (lr 0.01), with flips."),
+    "fashion_smoothap_ft_b200": Config(
+        "FashionMNIST", "smooth_ap", smooth_ap, lr=0.01, schedule="cosine", batch_size=200, samples_per_class=20,
+        augment="hflip", select="val_map", init="fashion_classifier", hyperparameters={"tau": 0.01},
+        notes="Experiment: fashion_smoothap_ft on batches of 10 classes x 20 images."),
 }
 
 
@@ -165,6 +175,8 @@ def train_checkpoint(name: str, *, epochs: int | None = None, device: str | None
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     net = ConvNet()
+    if config.init is not None:
+        load_checkpoint(MODELS_DIR / f"{config.init}.pt", net)
     train_set, val_set = train_val_split(config.dataset, root=root)
     loss_fn = functools.partial(config.loss_fn, **config.hyperparameters)
     history = fit(net, train_set, loss_fn, loss_name=config.loss, dataset_name=config.dataset,
@@ -190,6 +202,9 @@ def train_checkpoint(name: str, *, epochs: int | None = None, device: str | None
         "sampler": config.sampler(),
         "augmentation": AUGMENTATIONS[config.augment],
         "precision": PRECISIONS[precision],
+        "initialization": ("random (torch's default, seeded)" if config.init is None else
+                           f"the weights of models/{config.init}.pt, sha256 "
+                           f"{hashlib.sha256((MODELS_DIR / f'{config.init}.pt').read_bytes()).hexdigest()}"),
         "hyperparameters": config.hyperparameters,
         **({"selected_epoch": 1 + max(range(epochs), key=history["val_map"].__getitem__),
             "selection": "the weights of the epoch of best mAP on the validation images (history val_map)"}

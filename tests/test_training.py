@@ -1,5 +1,7 @@
 """autograder.training.fit and the reference triplet loss it trains with."""
 
+import json
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -213,20 +215,35 @@ def test_bf16_training_learns_like_fp32():
 
 
 @pytest.mark.parametrize("name", ["fashion_classifier", "fashion_triplet", "fashion_smoothap", "fashion_smoothap_hflip",
-                                  "fashion_smoothap_b200", "fashion_smoothap_shift", "fashion_smoothap_shift_b200"])
+                                  "fashion_smoothap_b200", "fashion_smoothap_shift", "fashion_smoothap_shift_b200",
+                                  "fashion_smoothap_ft", "fashion_smoothap_ft_b200"])
 def test_fashion_configs_train_and_their_cards_state_the_choices(name, tmp_path, monkeypatch):
     import autograder.checkpoints as checkpoints
 
     config = checkpoints.CONFIGS[name]
     monkeypatch.setattr(checkpoints, "train_val_split", lambda dataset, root=None: (small_set(), small_set(50)))
     monkeypatch.setattr(checkpoints, "measure_scores", lambda *args, **kwargs: {"map_100": 0.0})
+    started, real_fit = {}, checkpoints.fit
+
+    def recording_fit(net, *args, **kwargs):
+        started.update({key: value.clone() for key, value in net.state_dict().items()})
+        return real_fit(net, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "fit", recording_fit)
     card = checkpoints.train_checkpoint(name, epochs=1, device="cpu", out=tmp_path, progress=False)
+    if config.init is not None:  # training starts from the named checkpoint's weights
+        initial = load_checkpoint(checkpoints.MODELS_DIR / f"{config.init}.pt")[0].state_dict()
+        assert all(torch.equal(started[key], value) for key, value in initial.items())
     assert card["dataset"] == "FashionMNIST" and card["schedule"].startswith("cosine: ")
     assert card["hyperparameters"] == config.hyperparameters and card["optimizer"]["lr"] == config.lr
     assert card["sampler"].startswith("uniform" if config.samples_per_class is None else
                                       f"class-balanced: 10 classes x {config.samples_per_class} images")
     assert card["augmentation"] == checkpoints.AUGMENTATIONS[config.augment]
     assert card["precision"] == checkpoints.PRECISIONS["fp32"]
+    init = checkpoints.MODELS_DIR / f"{config.init}.pt"
+    assert card["initialization"] == ("random (torch's default, seeded)" if config.init is None else
+                                      f"the weights of models/{config.init}.pt, sha256 "
+                                      + json.loads(init.with_suffix(".json").read_text())["sha256"])
     _, record = load_checkpoint(tmp_path / f"{name}.pt")
     assert record["loss"] == config.loss and len(record["history"]["loss"]) == 1
 
