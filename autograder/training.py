@@ -219,8 +219,8 @@ def fit(
     epoch), "lr" (learning rate of each epoch), and with ``val_set`` "val_accuracy" and "val_map"
     (:func:`validation_map`). ``select="val_map"`` ends with the weights of the epoch of best
     validation mAP (kept in :func:`best_path` of ``checkpoint``) instead of the last epoch's.
-    ``precision="bf16"`` runs the network's forward pass in bfloat16 (:func:`autocast_net`): about
-    twice as fast on a CPU with AVX-512 BF16 (benchmarks/training.py).
+    ``precision="bf16"`` runs the network's forward pass in bfloat16 (:func:`autocast_net`):
+    1.15x to 1.4x faster per epoch on a CPU with AVX-512 BF16 (benchmarks/training.py).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
