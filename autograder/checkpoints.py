@@ -140,10 +140,6 @@ CONFIGS = {
         "FashionMNIST", "smooth_ap", smooth_ap, lr=0.01, schedule="cosine", batch_size=200, samples_per_class=20,
         augment="hflip", select="val_map", init="fashion_classifier", hyperparameters={"tau": 0.01},
         notes="Experiment: fashion_smoothap_ft on batches of 10 classes x 20 images."),
-    "fashion_smoothap_tau05": Config(
-        "FashionMNIST", "smooth_ap", smooth_ap, lr=0.05, schedule="cosine", samples_per_class=10, augment="hflip",
-        select="val_map", hyperparameters={"tau": 0.05},
-        notes="Experiment: fashion_smoothap_hflip with a softer rank relaxation, tau 0.05."),
 }
 
 

@@ -216,7 +216,7 @@ def test_bf16_training_learns_like_fp32():
 
 @pytest.mark.parametrize("name", ["fashion_classifier", "fashion_triplet", "fashion_smoothap", "fashion_smoothap_hflip",
                                   "fashion_smoothap_b200", "fashion_smoothap_shift", "fashion_smoothap_shift_b200",
-                                  "fashion_smoothap_ft", "fashion_smoothap_ft_b200", "fashion_smoothap_tau05"])
+                                  "fashion_smoothap_ft", "fashion_smoothap_ft_b200"])
 def test_fashion_configs_train_and_their_cards_state_the_choices(name, tmp_path, monkeypatch):
     import autograder.checkpoints as checkpoints
 
