@@ -34,11 +34,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from autograder.evaluation import full_ranking_ap  # noqa: E402
 from autograder.reference.lab2 import triplet_loss  # noqa: E402
-from autograder.training import autocast_net  # noqa: E402
+from autograder.training import autocast_net, validation_map  # noqa: E402
 from labtools import data  # noqa: E402
-from labtools.models import ConvNet, extract_features  # noqa: E402
+from labtools.models import ConvNet  # noqa: E402
 
 
 def train(loader, device, epochs: int, memory_format=torch.contiguous_format, precision="fp32"):
@@ -63,9 +62,7 @@ def train(loader, device, epochs: int, memory_format=torch.contiguous_format, pr
 
 def fixed_set_map(net) -> float:
     """mAP of ``net``'s features over MNIST's fixed test set (1,000 queries, each against the other 999)."""
-    images, labels = data.fixed_test_set("MNIST", download=False).tensors
-    net = net.to(memory_format=torch.contiguous_format).eval()
-    return full_ranking_ap(extract_features(net, images, progress=False), labels).mean().item()
+    return validation_map(net.to(memory_format=torch.contiguous_format), data.fixed_test_set("MNIST", download=False))
 
 
 def textbook_loader(limit: int | None):
