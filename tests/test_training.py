@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from autograder.checkpoints import CONFIGS
 from autograder.reference.lab2 import triplet_loss, train_triplets
 from autograder.training import augment_batch, autocast_net, fit, shift_batch
 from labtools.data import digits_dataset
@@ -214,9 +215,7 @@ def test_bf16_training_learns_like_fp32():
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
 
 
-@pytest.mark.parametrize("name", ["fashion_classifier", "fashion_triplet", "fashion_smoothap", "fashion_smoothap_hflip",
-                                  "fashion_smoothap_b200", "fashion_smoothap_shift", "fashion_smoothap_shift_b200",
-                                  "fashion_smoothap_ft", "fashion_smoothap_ft_b200"])
+@pytest.mark.parametrize("name", [name for name in CONFIGS if name.startswith("fashion_")])
 def test_fashion_configs_train_and_their_cards_state_the_choices(name, tmp_path, monkeypatch):
     import autograder.checkpoints as checkpoints
 
