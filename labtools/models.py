@@ -67,18 +67,35 @@ class ConvNet(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_images(x)
-        return super().forward(x)
+        return _run_layers(list(self), x)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The unnormalized penultimate output, ``[B, 256]``."""
         _check_images(x)
-        for layer in list(self)[:-1]:
-            x = layer(x)
-        return x
+        return _run_layers(list(self)[:-1], x)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalized embedding of images ``[B, 1, 28, 28]``: ``[B, 256]`` with unit rows."""
         return nn.functional.normalize(self.embed(x), p=2, dim=1)
+
+
+def _run_layers(layers: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """Apply ``layers`` to ``x`` in order, each ReLU followed by a max pool computed after the pool.
+
+    The two commute: a max of ReLUs is the ReLU of the max, and the gradients agree too (the
+    pool's winner is the same, and a window with no positive value passes no gradient either
+    way). Outputs and gradients are those of the layers in their order, while the ReLU and its
+    backward pass touch a quarter of the values (benchmarks/training.py measures the gain).
+    """
+    i = 0
+    while i < len(layers):
+        if isinstance(layers[i], nn.ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.MaxPool2d):
+            x = layers[i](layers[i + 1](x))
+            i += 2
+        else:
+            x = layers[i](x)
+            i += 1
+    return x
 
 
 class EmbeddingNet(nn.Module):
