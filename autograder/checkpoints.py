@@ -121,8 +121,8 @@ CONFIGS = {
 #   ft_b200 0.868 / 0.854 / 0.848
 # at lr 0.05, every one within noise of 0.87 (shifts underfit: training loss 0.135 per batch at
 # epoch 100 against 0.073 without them), against fashion_smoothap's 0.884 / 0.853 / 0.852 at lr 0.1.
-# tau 0.02 and 0.05 (at lr 0.05, with flips) stopped after the first epoch: some validation images had
-# all-zero ReLU features, which have no direction to rank.
+# tau 0.02 and 0.05 (at lr 0.05, with flips), and lr 0.2, stopped after the first epoch: some
+# validation images had all-zero ReLU features, which have no direction to rank.
 _BATCHES_OF_200 = {"batch_size": 200, "samples_per_class": 20}
 for _name, _base, _changes, _notes in [
     ("fashion_smoothap_v1", "fashion_smoothap", {"lr": 0.05, "augment": "none", "select": "last"},
@@ -141,10 +141,11 @@ for _name, _base, _changes, _notes in [
      "fashion_smoothap_ft on batches of 10 classes x 20 images."),
     ("fashion_smoothap_b200_lr01", "fashion_smoothap", _BATCHES_OF_200,
      "fashion_smoothap on batches of 10 classes x 20 images."),
-    ("fashion_smoothap_lr02", "fashion_smoothap", {"lr": 0.2},
-     "fashion_smoothap with twice the learning rate, 0.2."),
-    ("fashion_smoothap_b200_lr02", "fashion_smoothap_b200_lr01", {"lr": 0.2},
-     "fashion_smoothap_b200_lr01 with twice the learning rate, 0.2."),
+    ("fashion_smoothap_warmup", "fashion_smoothap", {"schedule": "warmup_cosine"},
+     "fashion_smoothap with a warm-up of 5 epochs (lr 0.02, 0.04, ..., 0.1), then the cosine decay."),
+    ("fashion_smoothap_warmup_seed1", "fashion_smoothap_warmup", {"seed": 1},
+     "fashion_smoothap_warmup with seed 1 (initial weights, batches and flips); fashion_smoothap with seed 1 "
+     "stopped after the first epoch (all-zero features)."),
 ]:
     CONFIGS[_name] = dataclasses.replace(CONFIGS[_base], notes=f"Experiment: {_notes}", **_changes)
 

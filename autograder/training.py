@@ -28,7 +28,11 @@ LossFn = Callable[[ConvNet, torch.Tensor, torch.Tensor], torch.Tensor]
 SCHEDULES = {
     "constant": "lr in every epoch",
     "cosine": "lr (1 + cos(pi (e - 1) / E)) / 2 in epoch e = 1..E: from lr down to nearly 0",
+    "warmup_cosine": "lr e / 5 in the first epochs e = 1..5, then the cosine decay over the other E - 5: "
+                     "lr (1 + cos(pi (e - 6) / (E - 5))) / 2",
 }
+#: Epochs of the linear warm-up of the schedule "warmup_cosine".
+WARMUP_EPOCHS = 5
 
 
 #: Augmentations of the training batches: what :func:`augment_batch` does to each batch.
@@ -127,6 +131,10 @@ def scheduled_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
     check_choice("schedule", schedule, SCHEDULES)
     if schedule == "constant":
         return lr
+    if schedule == "warmup_cosine":
+        if epoch <= WARMUP_EPOCHS:
+            return lr * epoch / WARMUP_EPOCHS
+        epoch, epochs = epoch - WARMUP_EPOCHS, epochs - WARMUP_EPOCHS
     return lr * (1 + math.cos(math.pi * (epoch - 1) / epochs)) / 2
 
 

@@ -131,6 +131,17 @@ def test_cosine_schedule_sets_the_lr_of_each_epoch(tmp_path):
         fit(ConvNet(), small_set(100), cross_entropy, loss_name="ce", epochs=1, schedule="step")
 
 
+def test_warmup_cosine_rises_linearly_then_decays_like_cosine_over_the_rest():
+    from autograder.training import WARMUP_EPOCHS, scheduled_lr
+
+    assert WARMUP_EPOCHS == 5
+    lrs = [scheduled_lr(0.1, "warmup_cosine", epoch, 9) for epoch in range(1, 10)]
+    # 5 warm-up epochs, then the 4-epoch cosine decay of the test above
+    assert lrs == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1,
+                                 0.1, 0.1 * (1 + 2**-0.5) / 2, 0.05, 0.1 * (1 - 2**-0.5) / 2])
+    assert scheduled_lr(0.1, "warmup_cosine", 2, 3) == pytest.approx(0.04)  # shorter runs: warm-up only
+
+
 def test_hflip_mirrors_about_half_the_images_and_nothing_else():
     images = torch.randn(1000, 1, 4, 5)
     out = augment_batch(images, "hflip", torch.Generator().manual_seed(0))
@@ -233,7 +244,9 @@ def test_fashion_configs_train_and_their_cards_state_the_choices(name, tmp_path,
     if config.init is not None:  # training starts from the named checkpoint's weights
         initial = load_checkpoint(checkpoints.MODELS_DIR / f"{config.init}.pt")[0].state_dict()
         assert all(torch.equal(started[key], value) for key, value in initial.items())
-    assert card["dataset"] == "FashionMNIST" and card["schedule"].startswith("cosine: ")
+    assert card["dataset"] == "FashionMNIST"
+    assert config.schedule in ("cosine", "warmup_cosine")
+    assert card["schedule"] == f"{config.schedule}: {checkpoints.SCHEDULES[config.schedule]}"
     assert card["hyperparameters"] == config.hyperparameters and card["optimizer"]["lr"] == config.lr
     assert card["sampler"].startswith("uniform" if config.samples_per_class is None else
                                       f"class-balanced: 10 classes x {config.samples_per_class} images")
