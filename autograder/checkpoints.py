@@ -105,30 +105,40 @@ CONFIGS = {
               "batches are ordered by class, so the first 10 rows would all be one class). The sum over 100 "
               "anchors is 10x the Lab 2 loss, hence lr 0.001 (0.01 collapses the embedding)."),
     "fashion_smoothap": Config(
-        "FashionMNIST", "smooth_ap", smooth_ap, lr=0.1, schedule="cosine", samples_per_class=10, augment="hflip",
-        select="val_map", hyperparameters={"tau": 0.01},
+        "FashionMNIST", "smooth_ap", smooth_ap, lr=0.1, schedule="warmup_cosine", samples_per_class=10,
+        augment="hflip", select="val_map", hyperparameters={"tau": 0.01},
         notes="Lab 3 reference: the Smooth-AP loss with the paper's temperature tau = 0.01 on class-balanced "
               "batches of 10 classes x 10 images (9 positives per query), the same batches as fashion_triplet, "
               "with left-right flips and the weights of the epoch of best validation mAP. lr 0.1: at lr 0.05 "
-              "the validation mAP levelled off at 0.854 (map_100 0.874, fashion_smoothap_hflip); at 0.1 it passes 0.854 at epoch 53 and peaks at 0.864 (epoch 88)."),
+              "the validation mAP levelled off at 0.854 (map_100 0.874, fashion_smoothap_hflip); at 0.1 it "
+              "passes 0.854 by epoch 61 and peaks at 0.861 (epoch 94). The 5 warm-up epochs keep lr 0.1 from "
+              "killing features at the start: without them, seed 1 left some images with all-zero ReLU "
+              "features after one epoch (seed 0 reached map_100 0.884, fashion_smoothap_nowarmup)."),
 }
 # Experiments towards Lab 3's Smooth-AP goal (map_100 >= 0.88), not shipped, each a variation of an
 # earlier configuration; train one with python -m autograder train <name> --out <folder>. On the
-# CPU (seed 0, 100 epochs, one thread) they reached map_100 / map_1000 / map_10000 of
+# CPU (100 epochs, one thread) they reached map_100 / map_1000 / map_10000 of
 #   v1 0.868 / 0.860 / 0.850             hflip 0.874 / 0.863 / 0.847
 #   b200 0.875 / 0.860 / 0.853           shift 0.865 / 0.846 / 0.845
 #   shift_b200 0.865 / 0.852 / 0.846     ft 0.869 / 0.859 / 0.853
 #   ft_b200 0.868 / 0.854 / 0.848
 # at lr 0.05, every one within noise of 0.87 (shifts underfit: training loss 0.135 per batch at
-# epoch 100 against 0.073 without them), against fashion_smoothap's 0.884 / 0.853 / 0.852 at lr 0.1.
-# tau 0.02 and 0.05 (at lr 0.05, with flips), and lr 0.2, stopped after the first epoch: some
+# epoch 100 against 0.073 without them); at lr 0.1,
+#   nowarmup 0.884 / 0.853 / 0.852      b200_lr01 0.871 / 0.856 / 0.849
+#   seed1 0.877 / 0.858 / 0.852         (fashion_smoothap: 0.882 / 0.860 / 0.854)
+# so the goal is met by seed 0 and missed by seed 1 (0.880 on average). tau 0.02 and 0.05 (at
+# lr 0.05, with flips), lr 0.2 and nowarmup with seed 1 stopped after the first epoch: some
 # validation images had all-zero ReLU features, which have no direction to rank.
 _BATCHES_OF_200 = {"batch_size": 200, "samples_per_class": 20}
 for _name, _base, _changes, _notes in [
-    ("fashion_smoothap_v1", "fashion_smoothap", {"lr": 0.05, "augment": "none", "select": "last"},
-     "the Lab 3 reference until 2026-12-02: lr 0.05, no flips, the last epoch's weights."),
-    ("fashion_smoothap_hflip", "fashion_smoothap", {"lr": 0.05},
-     "fashion_smoothap at lr 0.05 (fashion_smoothap_v1 with flips and the epoch of best validation mAP)."),
+    ("fashion_smoothap_nowarmup", "fashion_smoothap", {"schedule": "cosine"},
+     "fashion_smoothap without the warm-up: the cosine decay from lr 0.1 in the first epoch."),
+    ("fashion_smoothap_seed1", "fashion_smoothap", {"seed": 1},
+     "fashion_smoothap with seed 1 (initial weights, batches and flips)."),
+    ("fashion_smoothap_hflip", "fashion_smoothap_nowarmup", {"lr": 0.05},
+     "fashion_smoothap_nowarmup at lr 0.05."),
+    ("fashion_smoothap_v1", "fashion_smoothap_hflip", {"augment": "none", "select": "last"},
+     "the Lab 3 reference until 2026-12-02: fashion_smoothap_hflip without flips, the last epoch's weights."),
     ("fashion_smoothap_b200", "fashion_smoothap_hflip", _BATCHES_OF_200,
      "fashion_smoothap_hflip on batches of 10 classes x 20 images (19 positives per query)."),
     ("fashion_smoothap_shift", "fashion_smoothap_hflip", {"augment": "hflip_shift"},
@@ -139,13 +149,8 @@ for _name, _base, _changes, _notes in [
      "Smooth-AP fine-tuning of the Lab 3 classification network (lr 0.01), with flips."),
     ("fashion_smoothap_ft_b200", "fashion_smoothap_ft", _BATCHES_OF_200,
      "fashion_smoothap_ft on batches of 10 classes x 20 images."),
-    ("fashion_smoothap_b200_lr01", "fashion_smoothap", _BATCHES_OF_200,
-     "fashion_smoothap on batches of 10 classes x 20 images."),
-    ("fashion_smoothap_warmup", "fashion_smoothap", {"schedule": "warmup_cosine"},
-     "fashion_smoothap with a warm-up of 5 epochs (lr 0.02, 0.04, ..., 0.1), then the cosine decay."),
-    ("fashion_smoothap_warmup_seed1", "fashion_smoothap_warmup", {"seed": 1},
-     "fashion_smoothap_warmup with seed 1 (initial weights, batches and flips); fashion_smoothap with seed 1 "
-     "stopped after the first epoch (all-zero features)."),
+    ("fashion_smoothap_b200_lr01", "fashion_smoothap_nowarmup", _BATCHES_OF_200,
+     "fashion_smoothap_nowarmup on batches of 10 classes x 20 images."),
 ]:
     CONFIGS[_name] = dataclasses.replace(CONFIGS[_base], notes=f"Experiment: {_notes}", **_changes)
 

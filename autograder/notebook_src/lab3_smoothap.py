@@ -379,7 +379,7 @@ tsne.tsne_side_by_side(shipped, test_set, num_images=300 if fast_mode() else 100
 # query's class for almost every query, e.g. all 50 for the bag 298 (the classification network
 # mixes in sandals). Shirts are hard for all three: at 28x28 pixels they look like T-shirts,
 # pullovers and coats, and for the shirt 672 the three networks find 18 (cross-entropy), 30
-# (triplet) and only 10 (Smooth-AP) shirts among 50. The exception is the dress 231, which
+# (triplet) and only 16 (Smooth-AP) shirts among 50. The exception is the dress 231, which
 # looks like a coat: the metric-learning networks retrieve almost only coats, the classification
 # network mostly dresses, so a sharper embedding also commits harder to an atypical image. In the
 # t-SNE maps the classification network's classes form elongated clusters that touch (the
