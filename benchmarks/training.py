@@ -13,11 +13,14 @@ batches of 100, the loss being ``autograder.reference.lab2.triplet_loss`` of ``n
   does (``autograder.training.autocast_net``; weights, optimizer and loss in float32).
 
 Every pipeline runs ``ConvNet`` as ``labtools.models`` does, each ReLU after the max pool that
-follows it (the same numbers); the row "layers in order" shows what that adds, the kit's bf16
+follows it (the same numbers); the row "layers in order" shows what that adds: the kit's float32
 path with the ReLUs before the pools.
 
-Prints seconds per epoch of each, and of the kit's loader with the network in the default memory
-format (what channels-last adds), the ratios (textbook / kit), and the mAP of each trained network on
+The pipelines take turns, one epoch each, so that a machine that slows down or speeds up during
+the run (a shared host) weighs on all of them alike; each kit pipeline trains on the same batches.
+Prints the median seconds per epoch of each (and every epoch's with ``--epochs`` > 1), and of the
+kit's loader with the network in the default memory format (what channels-last adds), the ratios
+(textbook / kit), and the mAP of each trained network on
 the 1,000 images of MNIST's fixed test set (each query ranked against the other 999), so that a faster
 path shows it learns as well. The one-time set-up (reading the files) is printed apart. ``--limit N``
 trains on the first N images; ``--smoke`` is ``--limit 500 --epochs 1``. Needs MNIST under
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -53,16 +57,17 @@ def layers_in_order(layers, x):
     return x
 
 
-def train(loader, device, epochs: int, memory_format=torch.contiguous_format, precision="fp32", commute=True):
-    """Train a fresh ConvNet (seed 0) for ``epochs`` passes over ``loader``; ``commute=False`` runs
-    its layers in their order (ReLU, then max pool). Returns (the trained net, seconds of each epoch)."""
+def trainer(loader, device, memory_format=torch.contiguous_format, precision="fp32", commute=True):
+    """A fresh ConvNet (seed 0) with its SGD optimizer, and a function that trains it for one pass
+    over ``loader`` and returns the seconds it took; ``commute=False`` runs its layers in their order
+    (ReLU, then max pool). Returns (net, train_one_epoch)."""
     torch.manual_seed(0)
     net = ConvNet().to(device=device, memory_format=memory_format).train()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    seconds = []
-    in_order = contextlib.nullcontext() if commute else mock.patch.object(models, "_run_layers", layers_in_order)
-    with autocast_net(net, precision, device.type), in_order:
-        for _ in range(epochs):
+
+    def train_one_epoch() -> float:
+        in_order = contextlib.nullcontext() if commute else mock.patch.object(models, "_run_layers", layers_in_order)
+        with autocast_net(net, precision, device.type), in_order:
             started = time.perf_counter()
             for images, labels in loader:
                 loss = triplet_loss(net.features(images.to(device)), labels.to(device))
@@ -70,8 +75,9 @@ def train(loader, device, epochs: int, memory_format=torch.contiguous_format, pr
                 loss.backward()
                 optimizer.step()
             loss.item()  # waits for the device
-            seconds.append(time.perf_counter() - started)
-    return net, seconds
+            return time.perf_counter() - started
+
+    return net, train_one_epoch
 
 
 def fixed_set_map(net) -> float:
@@ -115,8 +121,9 @@ def main(argv=None) -> int:
     print(f"device {device}, {os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"MNIST training images: {len(labels)}, batches of 100, {epochs} epoch(s) each")
-    train([(images[:100], labels[:100])] * 3, device, 1)  # warm-up (first passes, allocator), untimed
-    train([(images[:100], labels[:100])] * 3, device, 1, torch.channels_last, "bf16")
+    for warm_up in (trainer([(images[:100], labels[:100])] * 3, device),  # first passes, allocator: untimed
+                    trainer([(images[:100], labels[:100])] * 3, device, torch.channels_last, "bf16")):
+        warm_up[1]()
     pipelines = {  # name: (loader, memory format, precision, commuted pools, set-up seconds)
         "textbook: torchvision MNIST + ToTensor + DataLoader": (textbook, torch.contiguous_format, "fp32", True,
                                                                 textbook_setup),
@@ -126,20 +133,27 @@ def main(argv=None) -> int:
                                                                            kit_setup),
         "kit, bf16: the same, forward pass in bfloat16 (fit(precision='bf16'))": (kit, torch.channels_last, "bf16",
                                                                                  True, kit_setup),
-        "kit, bf16, layers in order (ReLU before max pool)": (kit, torch.channels_last, "bf16", False, kit_setup),
+        "kit, layers in order (ReLU before max pool)": (kit, torch.channels_last, "fp32", False, kit_setup),
     }
-    seconds, maps = {}, {}
-    for name, (loader, memory_format, precision, commute, _) in pipelines.items():
-        if loader is kit:
-            kit.set_epoch(0)  # every kit pipeline trains on the same batches
-        net, epoch_s = train(loader, device, epochs, memory_format, precision, commute)
-        seconds[name], maps[name] = sum(epoch_s) / epochs, fixed_set_map(net)
+    trainers = {name: trainer(loader, device, memory_format, precision, commute)
+                for name, (loader, memory_format, precision, commute, _) in pipelines.items()}
+    epoch_s = {name: [] for name in pipelines}
+    for epoch in range(epochs):  # the pipelines take turns, one epoch each
+        for name, (_, train_one_epoch) in trainers.items():
+            kit.set_epoch(epoch)  # every kit pipeline trains on the same batches
+            epoch_s[name].append(train_one_epoch())
+    seconds = {name: statistics.median(values) for name, values in epoch_s.items()}
+    maps = {name: fixed_set_map(net) for name, (net, _) in trainers.items()}
     print(f"  {'pipeline':72}{'s/epoch':>9}{'set-up s':>10}{'mAP':>8}")
     for name, (*_, setup) in pipelines.items():
         print(f"  {name:72}{seconds[name]:9.2f}{setup:10.2f}{maps[name]:8.4f}")
+    if epochs > 1:
+        print("seconds of each epoch, in turn:")
+        for name, values in epoch_s.items():
+            print(f"  {name[:60]:60}" + "".join(f"{value:8.2f}" for value in values))
     textbook_s, plain_s, kit_s, bf16_s, in_order_s = seconds.values()
     print(f"ratio (textbook / kit) per epoch: {textbook_s / kit_s:.2f}x, with bf16 {textbook_s / bf16_s:.2f}x "
-          f"(data on the device alone: {textbook_s / plain_s:.2f}x; bf16 with the layers in order "
+          f"(data on the device alone: {textbook_s / plain_s:.2f}x; the kit with the layers in order "
           f"{textbook_s / in_order_s:.2f}x)")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0

@@ -38,4 +38,4 @@ def test_training_smoke(require_mnist):
     assert len(rows) == 5 and "bf16" in rows[-2] and "layers in order" in rows[-1]
     maps = [float(row.split()[-1]) for row in rows]  # each trained net's mAP
     assert all(0 < m <= 1 for m in maps)
-    assert maps[-1] == maps[-2]  # the same batches, and the commuted pools give the same numbers
+    assert maps[-1] == maps[2]  # the kit in float32 on the same batches: commuted pools, same numbers
