@@ -14,8 +14,7 @@ import os
 import platform
 import shlex
 import sys
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -152,7 +151,7 @@ for _name, _base, _changes, _notes in [
     ("fashion_smoothap_b200_lr01", "fashion_smoothap_nowarmup", _BATCHES_OF_200,
      "fashion_smoothap_nowarmup on batches of 10 classes x 20 images."),
 ]:
-    CONFIGS[_name] = dataclasses.replace(CONFIGS[_base], notes=f"Experiment: {_notes}", **_changes)
+    CONFIGS[_name] = replace(CONFIGS[_base], notes=f"Experiment: {_notes}", **_changes)
 
 
 def measure_scores(net: ConvNet, dataset: str, loss: str, root=None) -> dict[str, float]:

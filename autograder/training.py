@@ -24,15 +24,15 @@ from labtools.models import ConvNet, extract_features, load_checkpoint, save_che
 
 LossFn = Callable[[ConvNet, torch.Tensor, torch.Tensor], torch.Tensor]
 
+#: Epochs of the linear warm-up of the schedule "warmup_cosine".
+WARMUP_EPOCHS = 5
 #: Learning-rate schedules: what :func:`scheduled_lr` sets in epoch e of E, from the base lr.
 SCHEDULES = {
     "constant": "lr in every epoch",
     "cosine": "lr (1 + cos(pi (e - 1) / E)) / 2 in epoch e = 1..E: from lr down to nearly 0",
-    "warmup_cosine": "lr e / 5 in the first epochs e = 1..5, then the cosine decay over the other E - 5: "
-                     "lr (1 + cos(pi (e - 6) / (E - 5))) / 2",
+    "warmup_cosine": f"lr e / {WARMUP_EPOCHS} in the first epochs e = 1..{WARMUP_EPOCHS}, then the cosine decay over "
+                     f"the other E - {WARMUP_EPOCHS}: lr (1 + cos(pi (e - {WARMUP_EPOCHS + 1}) / (E - {WARMUP_EPOCHS}))) / 2",
 }
-#: Epochs of the linear warm-up of the schedule "warmup_cosine".
-WARMUP_EPOCHS = 5
 
 
 #: Augmentations of the training batches: what :func:`augment_batch` does to each batch.
