@@ -20,6 +20,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import Sampler, TensorDataset
 
+from labtools.runtime import retain_freed_memory
+
 __all__ = [
     "DATASETS",
     "DEFAULT_DATA_ROOT",
@@ -336,7 +338,9 @@ class DeviceLoader:
     ``(images[b], labels[b])`` for batches ``b`` of ``batch_size`` indices drawn without
     replacement, so no Python data loading stands in an epoch's way. The order of epoch ``e`` is
     seeded by ``seed + e``: iterating advances the epoch, and :meth:`set_epoch` sets it (to
-    resume training where it stopped).
+    resume training where it stopped). A loader on the CPU calls
+    :func:`labtools.runtime.retain_freed_memory`, so the training steps it feeds reuse the memory
+    of the steps before them instead of page-faulting it afresh.
     """
 
     def __init__(
@@ -358,6 +362,8 @@ class DeviceLoader:
         self.labels = labels.to(self.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.epoch = seed, 0
+        if self.device.type == "cpu":
+            retain_freed_memory()
 
     @classmethod
     def from_dataset(cls, dataset: TensorDataset, **kwargs) -> "DeviceLoader":

@@ -200,6 +200,15 @@ def test_device_loader_covers_every_item_once_per_epoch():
     assert [len(y) for _, y in dropped] == [5, 5, 5, 5]
 
 
+def test_device_loader_on_the_cpu_keeps_freed_memory(monkeypatch):
+    calls = []
+    monkeypatch.setattr(data, "retain_freed_memory", lambda: calls.append(1))
+    DeviceLoader(torch.zeros(3, 1), torch.zeros(3), device="cpu")
+    assert calls == [1]
+    DeviceLoader(torch.zeros(3, 1), torch.zeros(3), device="meta")  # a loader for another device
+    assert calls == [1]
+
+
 def test_device_loader_checks_lengths():
     with pytest.raises(ValueError, match="differ in length"):
         DeviceLoader(torch.zeros(3, 1), torch.zeros(4))
