@@ -8,16 +8,20 @@ batches of 100, the loss being ``autograder.reference.lab2.triplet_loss`` of ``n
 * textbook: ``torchvision.datasets.MNIST`` with ``transforms.ToTensor()`` through a
   ``torch.utils.data.DataLoader`` (shuffle=True, batch 100, no workers), each batch moved to the device;
 * kit: ``labtools.data.DeviceLoader``, the whole training set put on the device once, and the
-  network in the channels-last memory format, as ``autograder.training.fit`` does;
+  network in the channels-last memory format, as ``autograder.training.fit`` does; a loader on
+  the CPU makes the process keep the memory it frees (``labtools.runtime.retain_freed_memory``);
 * kit, bf16: the same with the network's forward pass in bfloat16, as ``fit(precision="bf16")``
   does (``autograder.training.autocast_net``; weights, optimizer and loss in float32).
 
 Every pipeline runs ``ConvNet`` as ``labtools.models`` does, each ReLU after the max pool that
-follows it (the same numbers); the row "layers in order" shows what that adds: the kit's float32
-path with the ReLUs before the pools.
+follows it (the same numbers). Two rows show what a part of the kit adds, each the float32 kit
+without it: "layers in order" (the ReLUs before the pools) and "freed memory returned to the OS"
+(glibc's default settings).
 
-The pipelines take turns, one epoch each, so that a machine that slows down or speeds up during
-the run (a shared host) weighs on all of them alike; each kit pipeline trains on the same batches.
+Each pipeline runs in a process of its own (spawned), so that one's allocator settings, threads
+and caches are not another's: the textbook's process is a plain one. The pipelines take turns, one
+epoch each, so that a machine that slows down or speeds up during the run (a shared host) weighs
+on all of them alike; each kit pipeline trains on the same batches.
 Prints the median seconds per epoch of each (and every epoch's with ``--epochs`` > 1), and of the
 kit's loader with the network in the default memory format (what channels-last adds), the ratios
 (textbook / kit), and the mAP of each trained network on
@@ -32,11 +36,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 from unittest import mock
 
 import torch
@@ -96,6 +102,54 @@ def textbook_loader(limit: int | None):
     return torch.utils.data.DataLoader(dataset, batch_size=100, shuffle=True)
 
 
+class Pipeline(NamedTuple):
+    """How one row of the table trains: its loader, the network's memory format and precision,
+    whether the ConvNet commutes its pools, and whether the process keeps the memory it frees."""
+
+    loader: str  # "textbook" or "kit" (labtools.data.DeviceLoader)
+    memory_format: torch.memory_format = torch.channels_last
+    precision: str = "fp32"
+    commute: bool = True
+    retain_memory: bool = True
+
+
+PIPELINES = {
+    "textbook: torchvision MNIST + ToTensor + DataLoader": Pipeline("textbook", torch.contiguous_format),
+    "DeviceLoader (data on the device), default memory format": Pipeline("kit", torch.contiguous_format),
+    "kit: DeviceLoader, channels-last net (autograder.training.fit)": Pipeline("kit"),
+    "kit, bf16: the same, forward pass in bfloat16 (fit(precision='bf16'))": Pipeline("kit", precision="bf16"),
+    "kit, layers in order (ReLU before max pool)": Pipeline("kit", commute=False),
+    "kit, freed memory returned to the OS (glibc's default)": Pipeline("kit", retain_memory=False),
+}
+
+
+def serve(connection, pipeline: Pipeline, limit: int | None, device: str, threads: int | None) -> None:
+    """Run in a process of its own: set up ``pipeline``, say its set-up seconds, then train one epoch
+    for each epoch number received (answering its seconds) and answer the mAP when sent ``None``."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device)
+    keep_default_allocator = contextlib.nullcontext() if pipeline.retain_memory else \
+        mock.patch.object(data, "retain_freed_memory", lambda: False)
+    with keep_default_allocator:
+        started = time.perf_counter()
+        if pipeline.loader == "textbook":
+            loader = textbook_loader(limit)
+        else:
+            images, labels = data.load_images("MNIST", train=True, download=False)
+            loader = data.DeviceLoader(images[:limit], labels[:limit], batch_size=100, shuffle=True, device=device)
+        setup = time.perf_counter() - started
+        how = {"memory_format": pipeline.memory_format, "precision": pipeline.precision, "commute": pipeline.commute}
+        trainer([next(iter(loader))] * 3, device, **how)[1]()  # first passes, allocator: untimed
+        net, train_one_epoch = trainer(loader, device, **how)
+    connection.send(setup)
+    while (epoch := connection.recv()) is not None:
+        if isinstance(loader, data.DeviceLoader):
+            loader.set_epoch(epoch)  # every kit pipeline trains on the same batches
+        connection.send(train_one_epoch())
+    connection.send(fixed_set_map(net))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1, help="epochs of each pipeline (default 1)")
@@ -107,54 +161,38 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     epochs, limit = (1, 500) if args.smoke else (args.epochs, args.limit)
-    device = torch.device(args.device)
+    _, labels = data.load_images("MNIST", train=True, download=False)  # stages the raw files for the textbook
 
-    started = time.perf_counter()
-    images, labels = data.load_images("MNIST", train=True, download=False)  # also stages the raw files
-    images, labels = images[:limit], labels[:limit]
-    kit = data.DeviceLoader(images, labels, batch_size=100, shuffle=True, device=device)
-    kit_setup = time.perf_counter() - started
-    started = time.perf_counter()
-    textbook = textbook_loader(limit)
-    textbook_setup = time.perf_counter() - started
-
-    print(f"device {device}, {os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print(f"MNIST training images: {len(labels)}, batches of 100, {epochs} epoch(s) each")
-    for warm_up in (trainer([(images[:100], labels[:100])] * 3, device),  # first passes, allocator: untimed
-                    trainer([(images[:100], labels[:100])] * 3, device, torch.channels_last, "bf16")):
-        warm_up[1]()
-    pipelines = {  # name: (loader, memory format, precision, commuted pools, set-up seconds)
-        "textbook: torchvision MNIST + ToTensor + DataLoader": (textbook, torch.contiguous_format, "fp32", True,
-                                                                textbook_setup),
-        "DeviceLoader (data on the device), default memory format": (kit, torch.contiguous_format, "fp32", True,
-                                                                     kit_setup),
-        "kit: DeviceLoader, channels-last net (autograder.training.fit)": (kit, torch.channels_last, "fp32", True,
-                                                                           kit_setup),
-        "kit, bf16: the same, forward pass in bfloat16 (fit(precision='bf16'))": (kit, torch.channels_last, "bf16",
-                                                                                 True, kit_setup),
-        "kit, layers in order (ReLU before max pool)": (kit, torch.channels_last, "fp32", False, kit_setup),
-    }
-    trainers = {name: trainer(loader, device, memory_format, precision, commute)
-                for name, (loader, memory_format, precision, commute, _) in pipelines.items()}
-    epoch_s = {name: [] for name in pipelines}
+    spawn = multiprocessing.get_context("spawn")
+    connections, setup = {}, {}
+    for name, pipeline in PIPELINES.items():  # one at a time, so that each set-up runs alone
+        connections[name], theirs = spawn.Pipe()
+        spawn.Process(target=serve, args=(theirs, pipeline, limit, args.device, args.threads), daemon=True).start()
+        setup[name] = connections[name].recv()
+    print(f"device {args.device}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}, one process per pipeline")
+    print(f"MNIST training images: {len(labels[:limit])}, batches of 100, {epochs} epoch(s) each")
+    epoch_s = {name: [] for name in PIPELINES}
     for epoch in range(epochs):  # the pipelines take turns, one epoch each
-        for name, (_, train_one_epoch) in trainers.items():
-            kit.set_epoch(epoch)  # every kit pipeline trains on the same batches
-            epoch_s[name].append(train_one_epoch())
+        for name, connection in connections.items():
+            connection.send(epoch)
+            epoch_s[name].append(connection.recv())
+    maps = {}
+    for name, connection in connections.items():
+        connection.send(None)
+        maps[name] = connection.recv()
     seconds = {name: statistics.median(values) for name, values in epoch_s.items()}
-    maps = {name: fixed_set_map(net) for name, (net, _) in trainers.items()}
     print(f"  {'pipeline':72}{'s/epoch':>9}{'set-up s':>10}{'mAP':>8}")
-    for name, (*_, setup) in pipelines.items():
-        print(f"  {name:72}{seconds[name]:9.2f}{setup:10.2f}{maps[name]:8.4f}")
+    for name in PIPELINES:
+        print(f"  {name:72}{seconds[name]:9.2f}{setup[name]:10.2f}{maps[name]:8.4f}")
     if epochs > 1:
         print("seconds of each epoch, in turn:")
         for name, values in epoch_s.items():
             print(f"  {name[:60]:60}" + "".join(f"{value:8.2f}" for value in values))
-    textbook_s, plain_s, kit_s, bf16_s, in_order_s = seconds.values()
+    textbook_s, plain_s, kit_s, bf16_s, in_order_s, returned_s = seconds.values()
     print(f"ratio (textbook / kit) per epoch: {textbook_s / kit_s:.2f}x, with bf16 {textbook_s / bf16_s:.2f}x "
           f"(data on the device alone: {textbook_s / plain_s:.2f}x; the kit with the layers in order "
-          f"{textbook_s / in_order_s:.2f}x)")
+          f"{textbook_s / in_order_s:.2f}x, with freed memory returned to the OS {textbook_s / returned_s:.2f}x)")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 
