@@ -49,7 +49,9 @@ def retain_freed_memory() -> bool:
     Each step on the CPU allocates and frees the same activations and gradients (several MB each
     for a batch of 100 through the ConvNet). glibc's malloc serves blocks that large with their own
     ``mmap``, or returns them to the OS when they sit at the top of the heap, so the next step
-    touches fresh pages: about 1,700 page faults per step, a quarter of its time on a 2-core host.
+    touches fresh pages again: thousands of page faults per step (``tests/test_runtime.py`` counts
+    them), which made an epoch of the float32 ConvNet 1.18x to 1.51x slower on a 2-core host
+    (``benchmarks/training.py``).
     This sets glibc's ``M_MMAP_THRESHOLD`` to :data:`MMAP_THRESHOLD` and ``M_TRIM_THRESHOLD`` to
     :data:`TRIM_THRESHOLD` (what ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set
     at start-up), which also ends glibc's own adjustment of the two. Process-wide and done once;
