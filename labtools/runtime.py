@@ -56,10 +56,15 @@ def retain_freed_memory() -> bool:
     :data:`TRIM_THRESHOLD` (what ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set
     at start-up), which also ends glibc's own adjustment of the two. Process-wide and done once;
     :class:`labtools.data.DeviceLoader` calls it for data on the CPU. Returns whether the
-    settings took effect: ``False`` off glibc (macOS, Windows, musl), where it does nothing.
+    settings took effect: ``False`` off glibc (macOS, Windows, musl), where it does nothing, and
+    where the C library cannot be opened (the checks' sandbox forbids ``ctypes``; its worker calls
+    this before it closes the door).
     """
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return False
-    mallopt = ctypes.CDLL(None).mallopt
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except OSError:
+        return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

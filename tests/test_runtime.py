@@ -51,3 +51,11 @@ def test_retained_memory_spares_a_training_step_its_page_faults():
 def test_retain_freed_memory_does_nothing_off_glibc(monkeypatch):
     monkeypatch.setattr(runtime.platform, "libc_ver", lambda: ("", ""))
     assert runtime.retain_freed_memory.__wrapped__() is False
+
+
+def test_retain_freed_memory_does_nothing_where_the_c_library_is_forbidden(monkeypatch):
+    def forbidden(name):
+        raise PermissionError("ctypes.dlopen is not allowed while checking")
+
+    monkeypatch.setattr(runtime.ctypes, "CDLL", forbidden)
+    assert runtime.retain_freed_memory.__wrapped__() is False

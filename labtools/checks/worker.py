@@ -389,6 +389,9 @@ def main(jobdir: str) -> int:
     import labtools.data  # noqa: F401
     import labtools.models  # noqa: F401
     import torch.utils.data as _data  # noqa: F401
+    from labtools.runtime import retain_freed_memory
+
+    retain_freed_memory()  # a DeviceLoader on the CPU calls it; it opens the C library, which the hook forbids
 
     _limit_resources(int(job.get("memory_bytes", 4 << 30)), int(job.get("cpu_seconds", 600)))
     _install_audit_hook(scratch, jobdir, list(job.get("deny_read", [])))
