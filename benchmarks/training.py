@@ -168,6 +168,7 @@ def main(argv=None) -> int:
     for name, pipeline in PIPELINES.items():  # one at a time, so that each set-up runs alone
         connections[name], theirs = spawn.Pipe()
         spawn.Process(target=serve, args=(theirs, pipeline, limit, args.device, args.threads), daemon=True).start()
+        theirs.close()  # the child holds it now: if the child dies, recv raises EOFError instead of waiting
         setup[name] = connections[name].recv()
     print(f"device {args.device}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}, one process per pipeline")
