@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     train.add_argument("--out", default=None, help="output folder (default: models/)")
     train.add_argument("--precision", default="fp32",
                        help="arithmetic of the forward pass: fp32 (default) or bf16 "
-                            "(1.1x to 2x faster per epoch on a CPU with AVX-512 BF16)")
+                            "(1.05x to 1.33x faster per epoch on a CPU with AVX-512 BF16)")
 
     rescore = commands.add_parser("rescore", help="measure shipped checkpoints again and update their cards' scores")
     rescore.add_argument("names", nargs="+", help="checkpoint names, e.g. mnist_classifier")

@@ -230,7 +230,7 @@ def fit(
     (:func:`validation_map`). ``select="val_map"`` ends with the weights of the epoch of best
     validation mAP (kept in :func:`best_path` of ``checkpoint``) instead of the last epoch's.
     ``precision="bf16"`` runs the network's forward pass in bfloat16 (:func:`autocast_net`):
-    1.1x to 2x faster per epoch on a CPU with AVX-512 BF16 (benchmarks/training.py).
+    1.05x to 1.33x faster per epoch on a CPU with AVX-512 BF16 (benchmarks/training.py).
     """
     check_choice("precision", precision, PRECISIONS)
     check_choice("augmentation", augment, AUGMENTATIONS)
