@@ -42,6 +42,11 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def _on_glibc() -> bool:
+    """True on Linux with the GNU C library, whose malloc :func:`retain_freed_memory` tunes."""
+    return sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+
+
 @functools.cache
 def retain_freed_memory() -> bool:
     """Let the process keep the memory it frees, so a CPU training step does not page-fault its buffers afresh.
@@ -60,7 +65,7 @@ def retain_freed_memory() -> bool:
     where the C library cannot be opened (the checks' sandbox forbids ``ctypes``; its worker calls
     this before it closes the door).
     """
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+    if not _on_glibc():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -1,7 +1,6 @@
 """labtools.runtime: the allocator settings for training on the CPU."""
 
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +40,7 @@ def faults_per_step(mode: str) -> float:
     return float(run.stdout.split()[-1])
 
 
-@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.skipif(not runtime._on_glibc(), reason="glibc only")
 def test_retained_memory_spares_a_training_step_its_page_faults():
     default, retained = faults_per_step("default"), faults_per_step("retain")
     assert default > 200, f"glibc's default settings no longer page-fault a step afresh ({default:.0f} per step)"
