@@ -13,9 +13,14 @@ from labtools.data import digits_dataset
 from labtools.models import ConvNet, load_checkpoint
 
 
-def brute_force_triplet_loss(features, labels, alpha, num_anchors):
+def brute_force_triplet_loss(features, labels, alpha, num_anchors, on_the_sphere=False):
+    """The sum of hinges by loops; ``on_the_sphere`` takes d as 2 - 2 <a, b> (equal on unit rows,
+    and with the gradient of the kit's distances)."""
     total = 0.0
-    d = lambda a, b: ((features[a] - features[b]) ** 2).sum()
+    if on_the_sphere:
+        d = lambda a, b: 2 - 2 * features[a] @ features[b]
+    else:
+        d = lambda a, b: ((features[a] - features[b]) ** 2).sum()
     for a in range(num_anchors):
         for p in range(len(labels)):
             for n in range(len(labels)):
@@ -30,6 +35,20 @@ def test_triplet_loss_matches_the_definition():
     labels = torch.randint(4, (24,), generator=g)
     expected = brute_force_triplet_loss(features, labels, 0.5, 10)
     assert triplet_loss(features, labels, alpha=0.5, num_anchors=10).item() == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 5.0])
+def test_triplet_loss_gradient_matches_the_definition(alpha):
+    # the pairs that are not triplets are masked with infinities: they must pass no gradient,
+    # also with alpha 5, where every hinge of a real triplet is active
+    g = torch.Generator().manual_seed(2)
+    features = torch.nn.functional.normalize(torch.randn(20, 8, generator=g), dim=1)
+    labels = torch.randint(4, (20,), generator=g)
+    ours, theirs = features.clone().requires_grad_(), features.clone().requires_grad_()
+    triplet_loss(ours, labels, alpha=alpha, num_anchors=6).backward()
+    brute_force_triplet_loss(theirs, labels, alpha, 6, on_the_sphere=True).backward()
+    assert torch.isfinite(ours.grad).all() and ours.grad.abs().sum() > 0
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-5)
 
 
 def small_set(n=200):

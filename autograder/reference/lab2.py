@@ -24,11 +24,12 @@ def triplet_loss(features, labels, alpha=0.5, num_anchors=10):
     is_anchor = torch.arange(len(labels), device=labels.device)[None, :] == torch.arange(
         anchors, device=labels.device
     )[:, None]
-    positive = same & ~is_anchor
-    negative = ~same
-    violation = (dist[:, :, None] - dist[:, None, :] + alpha).clamp_min(0.0)  # [A, P=B, N=B]
-    valid = positive[:, :, None] & negative[:, None, :]
-    return (violation * valid).sum()
+    # a pair that is not a positive (negative) gets d(a, p) = -inf (d(a, n) = +inf): its hinges
+    # are clamped to exactly 0 and pass no gradient, so no [A, B, B] mask is built or multiplied
+    to_positive = dist.masked_fill(~same | is_anchor, -torch.inf)  # [A, B]
+    to_negative = dist.masked_fill(same, torch.inf)  # [A, B]
+    violation = (to_positive[:, :, None] - to_negative[:, None, :] + alpha).clamp_min(0.0)  # [A, P=B, N=B]
+    return violation.sum()
 
 
 def train_triplets(net, train_set, epochs=100, lr=0.01, batch_size=100, alpha=0.5,
