@@ -16,6 +16,7 @@ against the plain argsort version (its previous self) and other libraries.
 
 from __future__ import annotations
 
+import numbers
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -184,19 +185,29 @@ def full_ranking_ap(features: torch.Tensor, labels: torch.Tensor, *, device=None
 def pr_curve(features: torch.Tensor, labels: torch.Tensor, num_queries: int | None = None):
     """Mean precision-recall curve of the first ``num_queries`` queries (all by default).
 
-    Returns (recall, precision): float64 [N - 1] tensors, recall(k) and prec(k) for k = 1..N-1
-    averaged over the queries.
+    Returns (recall, precision): float64 [N - 1] tensors on the features' device, recall(k) and
+    prec(k) for k = 1..N-1 averaged over the queries (recall 0 for a query without relevant items).
+    Queries are taken in chunks of ``CHUNK_ELEMENTS // N``, one after the other, so memory stays
+    bounded whatever N is and the sums are the same in every run.
     """
     check_embedding(features, labels)
-    q, n = len(labels) if num_queries is None else num_queries, len(labels)
-    labels = torch.unique(labels, return_inverse=True)[1]
-    flat = torch.empty(2 * q * n, dtype=torch.int64, device=features.device)
-    key = _sorted_keys(distances(features[:q], features), labels, 0, flat, wide=True)
-    relevant = (key[:, : n - 1] & 1).to(torch.float64)
-    hits = torch.cumsum(relevant, dim=1)
-    precision = hits / torch.arange(1, n, dtype=torch.float64)
-    recall = hits / relevant.sum(dim=1, keepdim=True).clamp_min(1.0)
-    return recall.mean(dim=0), precision.mean(dim=0)
+    n = len(labels)
+    q = n if num_queries is None else num_queries
+    if isinstance(q, bool) or not isinstance(q, numbers.Integral) or not 1 <= q <= n:
+        raise ValueError(f"num_queries must be an integer from 1 to {n} (the number of items), got {num_queries!r}")
+    device = features.device
+    labels = torch.unique(labels.to(device), return_inverse=True)[1]
+    chunk = max(1, min(q, CHUNK_ELEMENTS // n))
+    flat = torch.empty(2 * chunk * n, dtype=torch.int64, device=device)
+    ranks = torch.arange(1, n, dtype=torch.float64, device=device)  # k = 1..N-1
+    recall, precision = (torch.zeros(n - 1, dtype=torch.float64, device=device) for _ in range(2))
+    for start in range(0, q, chunk):
+        stop = min(q, start + chunk)
+        key = _sorted_keys(distances(features[start:stop], features), labels, start, flat, wide=True)
+        hits = torch.cumsum((key[:, : n - 1] & 1).to(torch.float64), dim=1)  # [C, N - 1], the query (last) left out
+        recall += (hits / hits[:, -1:].clamp_min(1.0)).sum(dim=0)
+        precision += (hits / ranks).sum(dim=0)
+    return recall / q, precision / q
 
 
 def top_k(features: torch.Tensor, query_index: torch.Tensor, k: int = 50) -> torch.Tensor:

@@ -210,6 +210,30 @@ def test_pr_curve_breaks_ties_by_index_like_the_lab_reference():
     assert torch.allclose(recall, torch.stack([c[2] for c in curves]).mean(0), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunk_rows, num_queries", [(1, 60), (7, 60), (7, 25), (64, None)])
+def test_pr_curve_in_chunks_of_bounded_size_is_the_mean_over_the_queries(monkeypatch, chunk_rows, num_queries):
+    features, labels = tied_embedding(n=60)
+    dist = distances(features, features)
+    q = num_queries or 60
+    curves = [evaluate_AP(dist[i, torch.arange(60) != i], labels[torch.arange(60) != i], labels[i]) for i in range(q)]
+    monkeypatch.setattr(evaluation, "CHUNK_ELEMENTS", 60 * chunk_rows + 5)
+    sorted_rows = []
+    sorted_keys = evaluation._sorted_keys
+    monkeypatch.setattr(evaluation, "_sorted_keys", lambda dist, *rest, **kw: sorted_rows.append(len(dist))
+                        or sorted_keys(dist, *rest, **kw))
+    recall, precision = pr_curve(features, labels, num_queries=num_queries)
+    assert max(sorted_rows) == min(chunk_rows, q) and sum(sorted_rows) == q  # never more rows at once
+    assert torch.allclose(precision, torch.stack([c[1] for c in curves]).mean(0), rtol=0, atol=1e-12)
+    assert torch.allclose(recall, torch.stack([c[2] for c in curves]).mean(0), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_queries", [0, -1, 61, 2.5, True, "10"])
+def test_pr_curve_refuses_a_number_of_queries_out_of_range(num_queries):
+    features, labels = random_embedding(n=60)
+    with pytest.raises(ValueError, match="num_queries must be an integer from 1 to 60"):
+        pr_curve(features, labels, num_queries=num_queries)
+
+
 def test_int32_keys_with_ties_put_back_in_index_order(monkeypatch):
     features, labels = exact_embedding()
     labels[:3] = torch.tensor([0, 1, 0])  # for class 0 queries the tie reads relevant, irrelevant, relevant
