@@ -35,11 +35,11 @@ CHUNK_ELEMENTS = 1 << 22
 
 def check_embedding(features: torch.Tensor, labels: torch.Tensor, *, name: str = "features") -> None:
     """Raise a ValueError/TypeError naming the problem unless ``features`` are [N, D] unit rows
-    of floats without NaN and ``labels`` an integer [N] vector."""
+    (N >= 1) of floats without NaN and ``labels`` an integer [N] vector."""
     if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
         raise TypeError(f"{name} and labels must be torch tensors")
-    if features.ndim != 2:
-        raise ValueError(f"{name} must have shape [N, D], got {tuple(features.shape)}")
+    if features.ndim != 2 or not features.shape[0]:
+        raise ValueError(f"{name} must have shape [N, D] with N >= 1, got {tuple(features.shape)}")
     if labels.ndim != 1 or len(labels) != len(features):
         raise ValueError(f"labels must have shape [{len(features)}], got {tuple(labels.shape)}")
     if not features.is_floating_point():

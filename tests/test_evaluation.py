@@ -145,6 +145,7 @@ def test_top_k_excludes_the_query():
     (torch.ones(5, 2), torch.zeros(5, dtype=torch.long), ValueError, "L2-normalized"),
     (torch.full((3, 2), float("nan")), torch.zeros(3, dtype=torch.long), ValueError, "NaN"),
     (torch.ones(3), torch.zeros(3, dtype=torch.long), ValueError, r"shape \[N, D\]"),
+    (torch.ones(0, 4), torch.zeros(0, dtype=torch.long), ValueError, r"N >= 1, got \(0, 4\)"),
     (torch.eye(3), torch.zeros(4, dtype=torch.long), ValueError, r"labels must have shape \[3\]"),
     (torch.eye(3), torch.zeros(3), TypeError, "integer"),
     (torch.eye(3, dtype=torch.long), torch.zeros(3, dtype=torch.long), TypeError, "floating point"),
@@ -152,6 +153,8 @@ def test_top_k_excludes_the_query():
 def test_bad_embeddings_are_refused(features, labels, error, match):
     with pytest.raises(error, match=match):
         full_ranking_ap(features, labels)
+    with pytest.raises(error, match=match):
+        pr_curve(features, labels)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
