@@ -13,6 +13,7 @@ A read-only root is fine: the archives are linked into a writable cache and extr
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 from pathlib import Path
 from typing import Iterator
@@ -353,10 +354,16 @@ class DeviceLoader:
         device: str | torch.device | None = None,
         seed: int = 0,
     ):
+        if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+            raise TypeError(f"images and labels must be torch tensors, got {type(images).__name__} "
+                            f"and {type(labels).__name__}")
+        if images.ndim < 1 or labels.ndim != 1:
+            raise ValueError(f"images must be [N, ...] and labels [N], got shapes {tuple(images.shape)} "
+                             f"and {tuple(labels.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.device = torch.device(device) if device is not None else images.device
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)

@@ -212,3 +212,10 @@ def test_device_loader_on_the_cpu_keeps_freed_memory(monkeypatch):
 def test_device_loader_checks_lengths():
     with pytest.raises(ValueError, match="differ in length"):
         DeviceLoader(torch.zeros(3, 1), torch.zeros(4))
+    with pytest.raises(TypeError, match="must be torch tensors, got ndarray and Tensor"):
+        DeviceLoader(torch.zeros(3, 1).numpy(), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"labels \[N\], got shapes \(3, 1\) and \(3, 1\)"):
+        DeviceLoader(torch.zeros(3, 1), torch.zeros(3, 1))
+    for batch_size in (0, 2.5, True, "10"):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {batch_size!r}"):
+            DeviceLoader(torch.zeros(3, 1), torch.zeros(3), batch_size=batch_size)
