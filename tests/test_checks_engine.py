@@ -241,3 +241,31 @@ def test_lab4_notebook_submissions_are_extracted_and_graded(tmp_path, mistake, l
     assert lost == lost_checks, {c["check"]: c["message"] for c in result["checks"] if c["check"] in lost}
     total = sum(c["points"] for c in result["checks"])
     assert total == pytest.approx(7.5 - sum(c["max_points"] for c in result["checks"] if c["check"] in lost_checks))
+
+
+@pytest.mark.parametrize("breakage, words", [
+    ("nan", "cannot be measured: its features of the fixed MNIST test set contain NaN or infinite values"),
+    ("dead", "cannot be measured: 1000 of the 1000 images of the fixed MNIST test set get an all-zero feature vector"),
+])
+def test_the_checkpoint_map_checks_say_why_features_cannot_be_ranked(tmp_path, require_mnist, breakage, words):
+    # a diverged or collapsed triplet_net.pt loses the mAP points with a reason, not an evaluator error
+    import torch
+
+    import autograder.grading.hidden  # noqa: F401  (registers the hidden checks)
+    from labtools.checks.engine import evaluate
+    from labtools.checks.registry import Context
+    from labtools.models import ConvNet, save_checkpoint
+
+    net = ConvNet()
+    with torch.no_grad():
+        if breakage == "nan":
+            net[0].weight[0, 0, 0, 0] = float("nan")
+        else:
+            net[6].weight.zero_()
+            net[6].bias.fill_(-1.0)  # the last ReLU outputs zero for every image
+    save_checkpoint(tmp_path / "triplet_net.pt", net, dataset="MNIST", loss="triplet", seed=0, epochs=1)
+    checks = checks_for("lab2_triplet", "checkpoint", hidden=True)
+    assert len(checks) >= 2
+    results = evaluate(checks, Context("lab2_triplet", files=tmp_path), lambda calls: [])
+    for result in results:
+        assert result.earned == 0.0 and words in result.message and not result.grader_error, result

@@ -297,13 +297,23 @@ def mnist_test():
 
 @lru_cache(maxsize=16)
 def reference_map(path: str, digest: str) -> float:
-    """mAP of the first 100 queries of the fixed MNIST test set, by the reference evaluator."""
+    """mAP of the first 100 queries of the fixed MNIST test set, by the reference evaluator.
+
+    Raises ValueError saying why when the checkpoint's features cannot be ranked: NaN or infinite
+    values, or images whose feature vector is all zero (normalizing leaves it at zero)."""
     from autograder.evaluation import full_ranking_ap
     from labtools.models import extract_features, load_checkpoint
 
     net, _ = load_checkpoint(path)
     images, labels = mnist_test().tensors
     features = extract_features(net, images, progress=False)
+    if not torch.isfinite(features).all():
+        raise ValueError("its features of the fixed MNIST test set contain NaN or infinite values "
+                         "(did its training diverge?)")
+    dead = int((features.norm(dim=1) < 0.5).sum())  # normalize leaves an all-zero embedding at zero
+    if dead:
+        raise ValueError(f"{dead} of the {len(features)} images of the fixed MNIST test set get an all-zero "
+                         f"feature vector (every ReLU output zero: a collapsed network)")
     return full_ranking_ap(features, labels)[:100].mean().item()
 
 
@@ -375,7 +385,10 @@ def _map_step(threshold: float, points: float):
             load_checkpoint(path)
         except Exception as error:
             return False, f"triplet_net.pt does not load: {error}"
-        value = reference_map(str(path), file_digest(path))
+        try:
+            value = reference_map(str(path), file_digest(path))
+        except ValueError as error:  # features the evaluator cannot rank
+            return False, f"the mAP of triplet_net.pt cannot be measured: {error}"
         verdict = "reaches" if value >= threshold else "is below"
         return value >= threshold, f"mAP of triplet_net.pt (reference evaluator, 100 queries) {value:.4f} {verdict} {threshold:.2f}"
 
