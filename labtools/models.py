@@ -11,6 +11,7 @@ A checkpoint is a plain dict saved with :func:`torch.save` and readable with
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,8 @@ def extract_features(
     ``device`` defaults to the device of the network's parameters. The network's training flag is
     restored afterwards.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = torch.device(device) if device is not None else next(net.parameters()).device
     was_training = net.training
     net.eval()

@@ -73,6 +73,9 @@ def test_extract_features_batches_and_restores_mode():
     net.eval()
     with torch.no_grad():
         assert torch.allclose(features, net.features(images), atol=1e-5)
+    for batch_size in (0, 2.5):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {batch_size!r}"):
+            extract_features(net, images, batch_size=batch_size, progress=False)
 
 
 def test_checkpoint_round_trip_keeps_weights_and_metadata(tmp_path):
