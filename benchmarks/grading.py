@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "submissions"))
 
 from autograder.nbgrader_cli import tool_env  # noqa: E402
+from benchmarks.cli import positive_int  # noqa: E402
 
 
 def make_submissions(root: Path, n: int) -> Path:
@@ -76,8 +77,8 @@ def this_grader(submissions: Path, work: Path, env: dict, jobs: int) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=8, help="number of submissions (default 8)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel submissions of this grader")
+    parser.add_argument("-n", type=positive_int, default=8, help="number of submissions (default 8)")
+    parser.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1, help="parallel submissions of this grader")
     parser.add_argument("--smoke", action="store_true", help="a tiny run: 2 submissions")
     parser.add_argument("--keep", default=None, help="keep the work folder here instead of a temporary one")
     args = parser.parse_args(argv)

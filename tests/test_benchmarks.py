@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,3 +43,14 @@ def test_training_smoke(require_mnist):
     # the float32 kit on the same batches, each in a process of its own: the same numbers whether
     # its pools are commuted and whether the process keeps the memory it frees
     assert maps[4] == maps[2] and maps[5] == maps[2]
+
+
+@pytest.mark.parametrize("script, argument", [
+    ("evaluator.py", "--n"), ("evaluator.py", "--threads"), ("grading.py", "-n"), ("grading.py", "--jobs"),
+    ("training.py", "--epochs"), ("training.py", "--limit"), ("training.py", "--threads"),
+])
+def test_counts_below_one_are_refused_by_name(script, argument):
+    for value, words in (("0", "must be at least 1, got 0"), ("two", "'two' is not an integer")):
+        run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), argument, value], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and f"argument {argument}: {words}" in run.stderr, run.stderr[-2000:]

@@ -1,0 +1,14 @@
+"""What the benchmark scripts share on their command lines."""
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count (sizes, epochs, threads, jobs): an integer >= 1, refused by name otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
