@@ -55,7 +55,7 @@ def retain_freed_memory() -> bool:
     for a batch of 100 through the ConvNet). glibc's malloc serves blocks that large with their own
     ``mmap``, or returns them to the OS when they sit at the top of the heap, so the next step
     touches fresh pages again: thousands of page faults per step (``tests/test_runtime.py`` counts
-    them), which made an epoch of the float32 ConvNet 1.18x to 1.51x slower on a 2-core host
+    them), which made an epoch of the float32 ConvNet 1.09x to 1.86x slower on a 2-core host
     (``benchmarks/training.py``).
     This sets glibc's ``M_MMAP_THRESHOLD`` to :data:`MMAP_THRESHOLD` and ``M_TRIM_THRESHOLD`` to
     :data:`TRIM_THRESHOLD` (what ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set
