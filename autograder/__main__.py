@@ -68,8 +68,15 @@ def main(argv=None) -> int:
             print(f"{c['check']:36} {c['points']:g}/{c['max_points']:g}  {c['message']}")
         return 0
     if args.command == "train":
-        from autograder.checkpoints import MODELS_DIR, train_checkpoint
+        from autograder.checkpoints import CONFIGS, MODELS_DIR, train_checkpoint
+        from autograder.training import PRECISIONS
 
+        if args.name not in CONFIGS:
+            train.error(f"unknown configuration {args.name!r}; expected one of {', '.join(CONFIGS)}")
+        if args.epochs is not None and args.epochs < 1:
+            train.error(f"--epochs must be at least 1, got {args.epochs}")
+        if args.precision not in PRECISIONS:
+            train.error(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
         card = train_checkpoint(args.name, epochs=args.epochs, device=args.device, out=args.out or MODELS_DIR,
                                 precision=args.precision)
         print(card["scores"])

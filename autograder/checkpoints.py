@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from autograder.evaluation import full_ranking_ap
 from autograder.reference.lab2 import triplet_loss
 from autograder.reference.lab3 import smooth_ap_loss
-from autograder.training import AUGMENTATIONS, PRECISIONS, SCHEDULES, accuracy, best_path, fit
+from autograder.training import AUGMENTATIONS, PRECISIONS, SCHEDULES, accuracy, best_path, check_choice, fit
 from labtools.data import fixed_test_indices, load_images, train_val_split
 from labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint
 
@@ -183,8 +183,9 @@ def train_checkpoint(name: str, *, epochs: int | None = None, device: str | None
                      out: Path = MODELS_DIR, root=None, progress: bool = True, precision: str = "fp32") -> dict:
     """Train configuration ``name`` (resuming if interrupted) and write its weights and card.
     ``precision`` is the forward pass's arithmetic (:data:`autograder.training.PRECISIONS`)."""
+    check_choice("configuration", name, CONFIGS)
     config = CONFIGS[name]
-    epochs = epochs or config.epochs
+    epochs = config.epochs if epochs is None else epochs
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -234,6 +234,8 @@ def fit(
     """
     check_choice("precision", precision, PRECISIONS)
     check_choice("augmentation", augment, AUGMENTATIONS)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if select not in ("last", "val_map"):
         raise ValueError(f"select must be 'last' or 'val_map', got {select!r}")
     if select == "val_map" and (val_set is None or checkpoint is None):
@@ -255,6 +257,9 @@ def fit(
             optimizer.load_state_dict(record["optimizer"])
         history.update(record.get("history", {}))
         done = int(record.get("epochs", 0))
+        if done > epochs:
+            raise ValueError(f"{checkpoint} holds {done} epochs, more than the {epochs} asked for: ask for at "
+                             f"least {done}, or remove it to start again")
         print(f"resuming from {checkpoint} after epoch {done}")
     if samples_per_class is None:
         loader = DeviceLoader.from_dataset(train_set, batch_size=batch_size, device=device, seed=seed)

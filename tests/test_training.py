@@ -99,6 +99,34 @@ def test_resume_refuses_a_checkpoint_of_another_loss(tmp_path):
             checkpoint=tmp_path / "x.pt", progress=False)
 
 
+def test_fit_refuses_epochs_it_cannot_train_to(tmp_path):
+    def loss_fn(net, images, labels):
+        return torch.nn.functional.cross_entropy(net(images), labels)
+
+    for epochs in (0, -3, 1.5):
+        with pytest.raises(ValueError, match=f"epochs must be a positive integer, got {epochs!r}"):
+            fit(ConvNet(), small_set(60), loss_fn, loss_name="ce", epochs=epochs, progress=False)
+    fit(ConvNet(), small_set(60), loss_fn, loss_name="ce", epochs=2, batch_size=30, checkpoint=tmp_path / "x.pt",
+        progress=False)
+    # the card would say 1 epoch of weights trained for 2
+    with pytest.raises(ValueError, match="holds 2 epochs, more than the 1 asked for"):
+        fit(ConvNet(), small_set(60), loss_fn, loss_name="ce", epochs=1, batch_size=30, checkpoint=tmp_path / "x.pt",
+            progress=False)
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (["nosuch"], "unknown configuration 'nosuch'; expected one of mnist_classifier"),
+    (["mnist_triplet", "--epochs", "0"], "--epochs must be at least 1, got 0"),
+    (["mnist_triplet", "--precision", "fp8"], "--precision must be one of fp32, bf16, got 'fp8'"),
+])
+def test_train_command_refuses_bad_arguments_by_name(capsys, arguments, words):
+    from autograder.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", *arguments])
+    assert exit_.value.code == 2 and words in capsys.readouterr().err
+
+
 def test_checkpoint_script_trains_exactly_as_the_lab2_solution(tmp_path):
     """The card of mnist_triplet is the run of the Lab 2 solution's schedule: same batches, same weights."""
     from autograder.checkpoints import CONFIGS
