@@ -18,8 +18,8 @@ def main(argv=None) -> int:
                        help="arithmetic of the forward pass: fp32 (default) or bf16 "
                             "(1.05x to 1.33x faster per epoch on a CPU with AVX-512 BF16)")
 
-    rescore = commands.add_parser("rescore", help="measure shipped checkpoints again and update their cards' scores")
-    rescore.add_argument("names", nargs="+", help="checkpoint names, e.g. mnist_classifier")
+    rescore_parser = commands.add_parser("rescore", help="measure shipped checkpoints again and update their cards' scores")
+    rescore_parser.add_argument("names", nargs="+", help="checkpoint names, e.g. mnist_classifier")
 
     unseen = commands.add_parser("unseen", help="Lab 4's and Lab 5's studies: train the missing runs into "
                                  "models/lab4/ and models/lab5/, write their tables results.md")
@@ -63,6 +63,8 @@ def main(argv=None) -> int:
         from labtools.checks.engine import lab_of
 
         path = Path(args.notebook)
+        if not path.is_file():
+            check.error(f"no notebook at {path}")
         result = grade_submission(path, args.lab or lab_of(path))
         for c in result["checks"]:
             print(f"{c['check']:36} {c['points']:g}/{c['max_points']:g}  {c['message']}")
@@ -81,8 +83,13 @@ def main(argv=None) -> int:
                                 precision=args.precision)
         print(card["scores"])
     elif args.command == "rescore":
-        from autograder.checkpoints import rescore
+        from autograder.checkpoints import MODELS_DIR, rescore
 
+        shipped = sorted(path.stem for path in MODELS_DIR.glob("*.json"))
+        unknown = [name for name in args.names if name not in shipped]
+        if unknown:
+            rescore_parser.error(f"no shipped checkpoint {', '.join(map(repr, unknown))} in {MODELS_DIR}; "
+                                 f"expected some of {', '.join(shipped)}")
         for name in args.names:
             print(name, rescore(name)["scores"])
     elif args.command == "unseen":

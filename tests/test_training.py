@@ -127,6 +127,18 @@ def test_train_command_refuses_bad_arguments_by_name(capsys, arguments, words):
     assert exit_.value.code == 2 and words in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("arguments, words", [
+    (["rescore", "mnist_triplet", "nosuch"], "no shipped checkpoint 'nosuch' in "),
+    (["check", "nowhere/lab1_retrieval.ipynb"], "no notebook at nowhere/lab1_retrieval.ipynb"),
+])
+def test_rescore_and_check_refuse_what_does_not_exist_by_name(capsys, arguments, words):
+    from autograder.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(arguments)
+    assert exit_.value.code == 2 and words in capsys.readouterr().err
+
+
 def test_checkpoint_script_trains_exactly_as_the_lab2_solution(tmp_path):
     """The card of mnist_triplet is the run of the Lab 2 solution's schedule: same batches, same weights."""
     from autograder.checkpoints import CONFIGS
