@@ -12,3 +12,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def available_device(text: str) -> str:
+    """argparse type of ``--device``: a device that torch knows and this machine has (cuda on a GPU host)."""
+    import torch
+
+    try:
+        torch.empty(0, device=text)
+    except (RuntimeError, AssertionError) as error:  # AssertionError: a torch built without CUDA
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be used here: {str(error).splitlines()[0]}") from None
+    return text

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from autograder.evaluation import full_ranking_ap  # noqa: E402
 from autograder.reference.lab1 import distances  # noqa: E402
-from benchmarks.cli import positive_int  # noqa: E402
+from benchmarks.cli import available_device, positive_int  # noqa: E402
 
 PEERS = ("plain", "sklearn", "torchmetrics", "pml")
 PEER_N = 10_000  # above this N, peers run only when named with --peers
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", nargs="+", choices=("synthetic", "mnist"), default=["synthetic", "mnist"])
     parser.add_argument("--peers", nargs="+", choices=PEERS, default=None,
                         help=f"peers to time at every N (default: all, and only up to N={PEER_N})")
-    parser.add_argument("--device", default="cpu", help="device of ours, plain, torchmetrics and pml (default cpu)")
+    parser.add_argument("--device", type=available_device, default="cpu", help="device of ours, plain, torchmetrics and pml (default cpu)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads for every method (default torch's)")
     parser.add_argument("--smoke", action="store_true", help="N=500, all peers: a quick check that it runs")
     parser.add_argument("--measure-ours", help=argparse.SUPPRESS)

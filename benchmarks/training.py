@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from autograder.reference.lab2 import triplet_loss  # noqa: E402
 from autograder.training import autocast_net, validation_map  # noqa: E402
-from benchmarks.cli import positive_int  # noqa: E402
+from benchmarks.cli import available_device, positive_int  # noqa: E402
 from labtools import data, models  # noqa: E402
 from labtools.models import ConvNet  # noqa: E402
 
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=positive_int, default=1, help="epochs of each pipeline (default 1)")
     parser.add_argument("--limit", type=positive_int, default=None, help="train on the first N images only")
-    parser.add_argument("--device", default="cpu", help="device to train on (default cpu)")
+    parser.add_argument("--device", type=available_device, default="cpu", help="device to train on (default cpu)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default torch's)")
     parser.add_argument("--smoke", action="store_true", help="--limit 500 --epochs 1: a quick check that it runs")
     args = parser.parse_args(argv)

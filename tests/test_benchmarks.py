@@ -54,3 +54,15 @@ def test_counts_below_one_are_refused_by_name(script, argument):
         run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), argument, value], cwd=REPO,
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and f"argument {argument}: {words}" in run.stderr, run.stderr[-2000:]
+
+
+def test_a_device_this_machine_lacks_is_refused_by_name():
+    import torch
+
+    devices = ["nosuchdevice"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for script in ("evaluator.py", "training.py"):
+        for device in devices:
+            run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--device", device], cwd=REPO,
+                                 capture_output=True, text=True, timeout=120)
+            assert run.returncode == 2 and f"argument --device: '{device}' cannot be used here" in run.stderr, \
+                run.stderr[-2000:]
