@@ -13,7 +13,6 @@ A read-only root is fine: the archives are linked into a writable cache and extr
 from __future__ import annotations
 
 import hashlib
-import numbers
 import os
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +21,7 @@ import torch
 from torch.utils.data import Sampler, TensorDataset
 
 from labtools.runtime import retain_freed_memory
+from labtools.validate import check_positive_int
 
 __all__ = [
     "DATASETS",
@@ -362,8 +362,7 @@ class DeviceLoader:
                              f"and {tuple(labels.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_positive_int(batch_size, "batch_size")
         self.device = torch.device(device) if device is not None else images.device
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)

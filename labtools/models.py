@@ -11,7 +11,6 @@ A checkpoint is a plain dict saved with :func:`torch.save` and readable with
 
 from __future__ import annotations
 
-import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from labtools.validate import check_positive_int
 
 __all__ = [
     "ConvNet",
@@ -167,8 +168,7 @@ def extract_features(
     ``device`` defaults to the device of the network's parameters. The network's training flag is
     restored afterwards.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int(batch_size, "batch_size")
     device = torch.device(device) if device is not None else next(net.parameters()).device
     was_training = net.training
     net.eval()

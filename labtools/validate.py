@@ -3,9 +3,11 @@
 Each raises a ValueError that names the argument and what is wrong with it.
 """
 
+import numbers
+
 import torch
 
-__all__ = ["check_features", "check_labels", "check_weights", "check_pair"]
+__all__ = ["check_features", "check_labels", "check_weights", "check_pair", "check_positive_int"]
 
 
 def check_features(features, name="features", unit=False):
@@ -53,3 +55,9 @@ def check_pair(first, second, first_name, second_name):
     if first.shape != second.shape:
         raise ValueError(f"{first_name} and {second_name} must have the same shape, "
                          f"got {list(first.shape)} and {list(second.shape)}")
+
+
+def check_positive_int(value, name):
+    """Check that ``value`` is an integer >= 1 (a Python or NumPy integer, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
