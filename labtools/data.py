@@ -8,14 +8,26 @@ Where the data lives is resolved by :func:`resolve_data_root`: the ``root`` argu
 ``LABTOOLS_DATA`` environment variable, then :data:`DEFAULT_DATA_ROOT`. The folder holds the raw
 files in torchvision's layout (``<root>/MNIST/raw/*.gz``, ``<root>/FashionMNIST/raw/*.gz``).
 A read-only root is fine: the archives are linked into a writable cache and extracted there.
+Processes may share the cache and start at once: it is written under temporary names renamed into
+place, under a lock file. :func:`warm_cache` fills it ahead, after which it may be read-only too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import os
+import shutil
+import threading
+import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock; the caches' atomic renames alone keep them whole
+    fcntl = None
 
 import torch
 from torch.utils.data import Sampler, TensorDataset
@@ -30,6 +42,7 @@ __all__ = [
     "DataNotFoundError",
     "resolve_data_root",
     "load_images",
+    "warm_cache",
     "fixed_test_indices",
     "fixed_test_set",
     "train_val_split",
@@ -55,6 +68,14 @@ _CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metri
 DEFAULT_DATA_ROOT = _CACHE / "data"
 #: Writable folder where archives of a read-only root are linked and extracted.
 STAGING_ROOT = _CACHE / "staged"
+
+#: Prefix of the temporary names that writers of the caches build under and rename into place.
+_TMP = ".tmp-"
+#: Per staged folder: a lock serialising this process's threads, and the lock file's descriptor
+#: while a thread holds it (see :func:`_exclusive`).
+_THREAD_LOCKS: dict[str, threading.RLock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+_HELD: dict[str, int | None] = {}
 
 #: Seeds of the fixed test set and of the train/validation split; changing them changes every score.
 TEST_SET_SEED = 0
@@ -86,6 +107,73 @@ def _present(folder: Path) -> list[str]:
     return [f for f in RAW_FILES if (folder / f).exists() or (folder / f[: -len(".gz")]).exists()]
 
 
+def _raw_key(root: Path, name: str) -> str:
+    """The name of ``root``'s ``name`` files in the cache: a hash of the resolved raw folder."""
+    return hashlib.sha256(str((root / name / "raw").resolve()).encode()).hexdigest()[:16]
+
+
+def _staging_path(root: Path, name: str) -> Path:
+    """Where :func:`_stage` puts ``root``'s files of ``name``, without writing anything."""
+    if len(_present(root / name / "raw")) < len(RAW_FILES):
+        return root
+    return STAGING_ROOT / _raw_key(root, name)
+
+
+def _temporary(path: Path) -> Path:
+    """A unique temporary name beside ``path``: a writer killed half-way leaves only this name."""
+    return path.with_name(f"{_TMP}{uuid.uuid4().hex}-{path.name}")
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path, name: str) -> Iterator[bool]:
+    """Hold the lock of ``root``'s ``name`` files (``STAGING_ROOT/<hash>.lock``) while writing them.
+
+    Yields whether the lock is held: it is not where no lock file can be made (a read-only cache,
+    a system without ``fcntl``), and the caches' atomic renames alone keep them whole then. The lock
+    is re-entrant within a thread and serialises the threads of a process, so only one writer of
+    these files runs at a time anywhere and its temporary names can be cleared as leftovers.
+    """
+    key = _raw_key(root, name)
+    with _THREAD_LOCKS_GUARD:
+        thread_lock = _THREAD_LOCKS.setdefault(key, threading.RLock())
+    with thread_lock:
+        if key in _HELD:  # this thread holds it already
+            yield _HELD[key] is not None
+            return
+        handle = None
+        if fcntl is not None:
+            try:
+                STAGING_ROOT.mkdir(parents=True, exist_ok=True)
+                handle = os.open(STAGING_ROOT / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError:  # a read-only cache: nothing will be written there either
+                if handle is not None:
+                    os.close(handle)
+                handle = None
+        _HELD[key] = handle
+        try:
+            yield handle is not None
+        finally:
+            del _HELD[key]
+            if handle is not None:
+                os.close(handle)  # releases the lock
+
+
+def _clear_leftovers(folder: Path, patterns: tuple[str, ...] = (f"{_TMP}*",)) -> None:
+    """Remove the temporary files that killed writers left in ``folder`` (call it holding the lock)."""
+    for pattern in patterns:
+        try:
+            entries = list(folder.glob(pattern))
+        except OSError:
+            continue
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+
+
 def _stage(root: Path, name: str) -> Path:
     """Return a writable root for torchvision that holds ``root``'s raw files of ``name``.
 
@@ -93,19 +181,43 @@ def _stage(root: Path, name: str) -> Path:
     read-only folder): they are symlinked into a private folder under :data:`STAGING_ROOT`,
     where torchvision checks the archives' MD5 and extracts them. When the files are missing,
     ``root`` itself is returned, so that a download lands in the data root.
+
+    A folder staged already is returned without writing anything (the cache may be mounted
+    read-only). Otherwise each link is made under a temporary name and renamed into place, under
+    the lock of :func:`_exclusive`, so processes staging the same root at once all succeed.
+    Raises :class:`OSError` when the cache cannot be written.
     """
-    raw = root / name / "raw"
-    if len(_present(raw)) < len(RAW_FILES):
+    staged_root = _staging_path(root, name)
+    if staged_root == root:
         return root
-    digest = hashlib.sha256(str(raw.resolve()).encode()).hexdigest()[:16]
-    staged_root = STAGING_ROOT / digest
-    staged_raw = staged_root / name / "raw"
-    staged_raw.mkdir(parents=True, exist_ok=True)
-    for source in raw.iterdir():
-        target = staged_raw / source.name
-        if source.name.startswith(tuple(f.split(".")[0] for f in RAW_FILES)) and not target.exists():
-            target.symlink_to(source.resolve())
+    raw, staged_raw = root / name / "raw", staged_root / name / "raw"
+    prefixes = tuple(f.split(".")[0] for f in RAW_FILES)
+    sources = [source for source in raw.iterdir() if source.name.startswith(prefixes)]
+    if all((staged_raw / source.name).exists() for source in sources):
+        return staged_root
+    with _exclusive(root, name):
+        staged_raw.mkdir(parents=True, exist_ok=True)
+        for source in sources:
+            target = staged_raw / source.name
+            if not target.exists():  # absent, or a dangling link: replaced
+                link = _temporary(target)
+                link.symlink_to(source.resolve())
+                try:
+                    os.replace(link, target)
+                except OSError:
+                    link.unlink()
+                    raise
     return staged_root
+
+
+def _check_archive(archive: Path, md5: str) -> None:
+    from torchvision.datasets.utils import check_integrity
+
+    if not check_integrity(str(archive), md5):
+        raise DataNotFoundError(
+            f"{archive} is corrupt: its MD5 is not torchvision's {md5}. "
+            "Replace it with a verified copy (see MD5SUMS beside the course data)."
+        )
 
 
 def _extract_verified(root: Path, name: str, dataset_class) -> None:
@@ -114,20 +226,27 @@ def _extract_verified(root: Path, name: str, dataset_class) -> None:
     torchvision only extracts archives inside ``download=True``; doing it here lets
     ``download=False`` read verified local archives. An archive with a wrong MD5 is an error
     that names it (a truncated copy is the usual cause), never silently replaced.
+
+    Each archive is extracted by torchvision into a temporary folder beside it, and the file is
+    renamed into place: a reader never sees half a file, and a process killed while extracting
+    leaves only the temporary folder, which the next writer holding the lock removes. Raises
+    :class:`OSError` when the folder cannot be written.
     """
-    from torchvision.datasets.utils import check_integrity, extract_archive
+    from torchvision.datasets.utils import extract_archive
 
     raw = root / name / "raw"
     for filename, md5 in dataset_class.resources:
-        archive = raw / filename
-        if not archive.exists() or (raw / Path(filename).stem).exists():
+        archive, extracted = raw / filename, raw / Path(filename).stem
+        if not archive.exists() or extracted.exists():
             continue
-        if not check_integrity(str(archive), md5):
-            raise DataNotFoundError(
-                f"{archive} is corrupt: its MD5 is not torchvision's {md5}. "
-                "Replace it with a verified copy (see MD5SUMS beside the course data)."
-            )
-        extract_archive(str(archive), str(raw))
+        _check_archive(archive, md5)
+        scratch = _temporary(extracted)
+        scratch.mkdir()
+        try:
+            extract_archive(str(archive), str(scratch))
+            os.replace(scratch / extracted.name, extracted)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _missing_message(root: Path, name: str, reason: str) -> str:
@@ -168,12 +287,61 @@ def _cached_split(path: Path, name: str, train: bool) -> tuple[torch.Tensor, tor
     return None
 
 
+def _read_idx(content: bytes, path: Path) -> torch.Tensor:
+    """The uint8 tensor of an IDX file's bytes (the format of MNIST's files), as torchvision reads it."""
+    if len(content) < 4 or content[:2] != b"\0\0" or content[2] != 8 or not 1 <= content[3] <= 3:
+        raise DataNotFoundError(f"{path} is corrupt: it is not an IDX file of bytes")
+    dims = [int.from_bytes(content[4 * i + 4 : 4 * i + 8], "big") for i in range(content[3])]
+    offset, size = 4 + 4 * len(dims), 1
+    for dim in dims:
+        size *= dim
+    if len(content) != offset + size:
+        raise DataNotFoundError(f"{path} is corrupt: it holds {len(content) - offset} bytes, not {size}")
+    return torch.frombuffer(bytearray(content), dtype=torch.uint8, offset=offset).view(*dims)
+
+
+def _decode_in_memory(root: Path, name: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(data, targets)`` of one split read straight from ``root``'s raw files, writing nothing.
+
+    The fallback where the cache cannot be written (a read-only mount that was not warmed): the
+    archives' MD5 is checked as for extraction, and the split against :data:`SPLIT_SHA256`.
+    """
+    from torchvision import datasets
+
+    raw = root / name / "raw"
+    md5 = dict(getattr(datasets, name).resources)
+    tensors = []
+    for kind in ("images-idx3", "labels-idx1"):
+        extracted = raw / f"{'train' if train else 't10k'}-{kind}-ubyte"
+        archive = extracted.with_name(extracted.name + ".gz")
+        if extracted.exists():
+            path, content = extracted, extracted.read_bytes()
+        else:
+            _check_archive(archive, md5[archive.name])
+            path, content = archive, gzip.decompress(archive.read_bytes())
+        tensors.append(_read_idx(content, path))
+    data, targets = tensors[0], tensors[1].to(torch.int64)
+    if _split_digest(data, targets) != SPLIT_SHA256[(name, train)]:
+        raise DataNotFoundError(
+            f"the {name} files under {raw} are corrupt (their content is not the official "
+            f"{'training' if train else 'test'} split). Replace them with verified copies."
+        )
+    return data, targets
+
+
 def _decode_split(root: Path, work_root: Path, name: str, train: bool, download: bool):
     """``(data, targets)`` of one split through torchvision's dataset class (uint8, int64)."""
     from torchvision import datasets
 
     dataset_class = getattr(datasets, name)
-    _extract_verified(work_root, name, dataset_class)
+    try:
+        _extract_verified(work_root, name, dataset_class)
+    except DataNotFoundError:
+        raise
+    except OSError:  # the folder cannot be written
+        if work_root != root:  # staged: the data root has every file, decode them in memory
+            return _decode_in_memory(root, name, train)
+        # files are missing: torchvision names them below, or downloads them
     try:
         dataset = dataset_class(str(work_root), train=train, download=download)
     except RuntimeError as error:  # torchvision: "Dataset not found. You can use download=True ..."
@@ -192,6 +360,46 @@ def _decode_split(root: Path, work_root: Path, name: str, train: bool, download:
     return data, targets
 
 
+def _cache_file(work_root: Path, name: str, train: bool) -> Path:
+    return work_root / name / "labtools" / f"{'train' if train else 'test'}.pt"
+
+
+def _save_split(cache: Path, split: tuple[torch.Tensor, torch.Tensor]) -> bool:
+    """Save a decoded split to ``cache`` under a temporary name renamed into place; False if it cannot."""
+    temporary = _temporary(cache)
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        torch.save({"data": split[0], "targets": split[1]}, temporary)
+        os.replace(temporary, cache)
+        return True
+    except (OSError, RuntimeError):  # read-only or full (torch reports a short write as RuntimeError)
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        return False
+
+
+def _load_split(root: Path, name: str, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uint8 images and int64 labels of a split: from the cache, else decoded and cached."""
+    split = _cached_split(_cache_file(_staging_path(root, name), name, train), name, train)
+    if split is not None:  # the usual case, and all a read-only warmed cache allows: nothing written
+        return split
+    with _exclusive(root, name) as locked:  # one process at a time stages, extracts and decodes
+        try:
+            work_root = _stage(root, name)
+        except OSError:  # a read-only cache that was not warmed
+            return _decode_in_memory(root, name, train)
+        cache = _cache_file(work_root, name, train)
+        split = _cached_split(cache, name, train)  # the process that held the lock before saved it
+        if split is not None:
+            return split
+        if locked:  # no other writer is running: what temporary files remain are a killed one's
+            _clear_leftovers(work_root / name / "raw")
+            _clear_leftovers(cache.parent, (f"{_TMP}*", "*.tmp"))
+        split = _decode_split(root, work_root, name, train, download)
+        _save_split(cache, split)  # where it cannot, the next process decodes again
+        return split
+
+
 def load_images(
     name: str, train: bool, root: str | os.PathLike | None = None, download: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,22 +412,59 @@ def load_images(
     The decoded split is checked against :data:`SPLIT_SHA256` and saved beside the extracted files
     (``<name>/labtools/<split>.pt``); later calls read that file, checked the same way, instead of
     importing torchvision (about 2 s of every fresh process).
+
+    Processes may load at once on an empty cache: every file of the cache is written under a
+    temporary name and renamed into place, under a lock file beside the staged folder. A cache
+    that holds the split already is only read, so it may be mounted read-only (see
+    :func:`warm_cache`); where the cache cannot be written, the split is decoded in memory.
     """
     _check_name(name)
     root = resolve_data_root(root)
-    work_root = _stage(root, name)
-    cache = work_root / name / "labtools" / f"{'train' if train else 'test'}.pt"
-    split = _cached_split(cache, name, train)
-    if split is None:
-        split = _decode_split(root, work_root, name, train, download)
-        try:
-            cache.parent.mkdir(exist_ok=True)
-            torch.save({"data": split[0], "targets": split[1]}, f"{cache}.{os.getpid()}.tmp")
-            os.replace(f"{cache}.{os.getpid()}.tmp", cache)
-        except OSError:  # a read-only root: decode every time
-            pass
-    data, targets = split
+    data, targets = _load_split(root, name, train, download)
     return data.unsqueeze(1).to(torch.float32).div_(255.0), targets.clone()
+
+
+def warm_cache(
+    names: str | Iterable[str] = DATASETS,
+    root: str | os.PathLike | None = None,
+    splits: str | Iterable[str] = ("train", "test"),
+) -> dict[str, list[str]]:
+    """Stage and decode every split of ``names`` that the data root holds, so later loads only read.
+
+    For each dataset whose four raw files are under ``root`` (resolved by
+    :func:`resolve_data_root`), its archives are linked into :data:`STAGING_ROOT`, extracted, and
+    each of ``splits`` (``"train"``, ``"test"``) is decoded, checked and saved to the cache. A
+    dataset with none of its raw files is skipped; nothing is ever downloaded. Afterwards the data
+    root and the cache folder may be mounted read-only: :func:`load_images` reads the cache
+    without writing anything. Safe to run while other processes load the same data.
+
+    Returns the splits warmed by dataset name, e.g. ``{"MNIST": ["train", "test"]}``. Raises
+    :class:`ValueError` for an unknown dataset or split, :class:`DataNotFoundError` for a dataset
+    with only some of its raw files (naming the four) or a corrupt one, and :class:`OSError` when
+    the cache cannot be written.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    for name in names:
+        _check_name(name)
+    for split in splits:
+        if split not in ("train", "test"):
+            raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
+    root = resolve_data_root(root)
+    warmed = {}
+    for name in names:
+        if not _present(root / name / "raw"):
+            continue
+        if len(_present(root / name / "raw")) < len(RAW_FILES):
+            raise DataNotFoundError(_missing_message(root, name, "some of its files are missing"))
+        for split in splits:
+            _load_split(root, name, split == "train", download=False)
+            cache = _cache_file(_staging_path(root, name), name, split == "train")
+            if _cached_split(cache, name, split == "train") is None:
+                raise OSError(f"could not save the decoded {name} {split} split to {cache}: "
+                              f"is the cache folder {STAGING_ROOT} writable?")
+        warmed[name] = splits
+    return warmed
 
 
 def fixed_test_indices(labels: torch.Tensor, per_class: int = 100, seed: int = TEST_SET_SEED) -> torch.Tensor:
