@@ -1,6 +1,8 @@
 """The reference Smooth-AP loss of Lab 3 (autograder.reference.lab3.smooth_ap_loss)."""
 
 import inspect
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,3 +192,133 @@ def test_loop_free():
 def test_wrong_inputs_are_named(features, labels, tau, message):
     with pytest.raises(ValueError, match=message):
         smooth_ap_loss(features, labels, tau=tau)
+
+
+# ----------------------------------------------------------------------------------------------
+# the memory check: what torch's CPU allocator hands out, however the code builds its tensors
+
+SUBMISSIONS = Path(__file__).parent / "submissions"
+
+
+def _snippet(name):
+    sys.path.insert(0, str(SUBMISSIONS))
+    import build
+
+    return build.snippet_functions(SUBMISSIONS / "mistakes" / f"{name}.py")["smooth_ap_loss"]
+
+
+def _measured(function, batch, **call):
+    """counts of one measured call of ``function`` (in this process, as run_public_checks does)."""
+    from labtools.checks.public import smooth_ap_memory_call
+    from labtools.checks.worker import perform_call
+
+    job = {**smooth_ap_memory_call(batch).as_job(), "function": "f", **call}
+    raw = perform_call({"f": function}, job, "/tmp")
+    assert raw["ok"], raw["error"]
+    return raw["counts"]
+
+
+def _cubic_forward(features, labels, tau):
+    return torch.sigmoid((features @ features.T)[:, None, :] - (features @ features.T)[:, :, None]).mean()
+
+
+class _CubeInBackward(torch.autograd.Function):
+    """A cheap forward whose backward builds [B, B, B]."""
+
+    @staticmethod
+    def forward(ctx, features):
+        ctx.save_for_backward(features)
+        return features.sum() * 0
+
+    @staticmethod
+    def backward(ctx, grad):
+        (features,) = ctx.saved_tensors
+        b = len(features)
+        return grad * torch.ones(b, b, b).sum(dim=(1, 2))[:, None] * 0 + features * 0
+
+
+HIDDEN_CUBES = {
+    # per query [B, B], vmapped over the queries: [B, B, B] in memory, never named in the code
+    "vmap": lambda f, l, tau: torch.func.vmap(lambda s: torch.sigmoid(s[None, :] - s[:, None]).mean())(f @ f.T).mean(),
+    # a gradient computed by torch.func.grad inside the call
+    "func.grad": lambda f, l, tau: torch.func.grad(lambda x: _cubic_forward(x, l, tau))(f.detach()).sum(),
+    # the cube only in the backward pass
+    "backward": lambda f, l, tau: _CubeInBackward.apply(f),
+    # an in-place resize of an empty tensor, an out= argument
+    "in-place": lambda f, l, tau: torch.empty(0).resize_(len(l), len(l), len(l)).fill_(1).mean() + f.sum() * 0,
+    "out=": lambda f, l, tau: torch.add(f.detach()[:, None, None, 0], f.detach()[None, :, None, 1]
+                                        + f.detach()[None, None, :, 2], out=torch.empty(0)).mean(),
+}
+
+
+@pytest.mark.parametrize("how", sorted(HIDDEN_CUBES))
+def test_the_measurement_sees_every_b_cubed_tensor(how):
+    from labtools.checks.public import memory_used
+
+    batch = 64
+    used, _ = memory_used(_measured(HIDDEN_CUBES[how], batch))
+    assert used >= batch ** 3 * 4, (how, used)
+    reference, _ = memory_used(_measured(smooth_ap_loss, batch))
+    assert reference < batch * 4 * batch * 4 * 6  # a few [B, m, B] tensors
+
+
+def test_the_measurement_is_deterministic_and_single_threaded():
+    torch.set_num_threads(2)
+    try:
+        first, second = (_measured(smooth_ap_loss, 128) for _ in range(2))
+    finally:
+        torch.set_num_threads(1)
+    keys = ("peak_bytes", "largest_operand_bytes")
+    assert [first[k] for k in keys] == [second[k] for k in keys]
+    assert first["peak_bytes"] > 0 and torch.get_num_threads() == 1
+
+
+def test_memory_allocated_before_the_call_and_a_stopped_profiler_do_not_hide_the_cube():
+    from labtools.checks.public import memory_used, smooth_ap_memory_call
+    from labtools.checks.worker import perform_call
+
+    buffer = torch.empty(2 ** 22)
+
+    def preallocated(features, labels, tau):  # writes its [B, B, B] into a buffer made beforehand
+        b = len(labels)
+        cube = buffer[:b ** 3].view(b, b, b)
+        cube.copy_(torch.ones(1, 1, 1).expand(b, b, b))
+        return cube.sum() * 0 + features.sum() * 0
+
+    used, how = memory_used(_measured(preallocated, 64))
+    assert how == "operand" and used >= 64 ** 3 * 4
+
+    def stops_the_profiler(features, labels, tau):
+        torch.autograd._disable_profiler()
+        return torch.ones(len(labels), len(labels), len(labels)).sum() * 0 + features.sum() * 0
+
+    raw = perform_call({"f": stops_the_profiler}, {**smooth_ap_memory_call(64).as_job(), "function": "f"}, "/tmp")
+    assert not raw["ok"] and "could not be measured" in raw["error"]
+    assert not torch.autograd._profiler_enabled()
+
+
+@pytest.mark.parametrize("name", ["reference", "smoothap_cube", "smoothap_vmap"])
+def test_the_memory_check_in_the_sandbox(tmp_path, name):
+    """The vmapped Smooth-AP (right values, loop-free, [B, B, B] only in vmap's batched tensors)
+    and the cube lose smooth_ap_loss.memory and only it; the reference passes."""
+    from labtools.checks.engine import check_source
+
+    source = "import torch\n\n" + inspect.getsource(smooth_ap_loss) if name == "reference" else _snippet(name)
+    results = {r.check.id: r for r in check_source(source, "lab3_smoothap", workroot=tmp_path)}
+    lost = {cid: r.message for cid, r in results.items() if not r.passed}
+    memory = results["smooth_ap_loss.memory"].message
+    if name == "reference":
+        assert not lost, lost
+        assert "grew 4.0x" in memory, memory
+    else:
+        assert set(lost) == {"smooth_ap_loss.memory"}, lost
+        assert "like B^3" in memory and "grew 8.0x" in memory and "Gather each query's m - 1 positives" in memory
+        assert ("vmapped over the queries" in memory) == (name == "smoothap_vmap")
+
+
+def test_a_loop_inside_a_vmapped_function_is_still_a_loop():
+    source = _snippet("smoothap_vmap").replace("        count = pos.sum()\n",
+                                                "        count = pos.sum()\n        for k in range(3):\n"
+                                                "            count = count + 0\n")
+    assert any("a for loop" in p for p in loop_violations(source, "smooth_ap_loss"))
+    assert loop_violations(_snippet("smoothap_vmap"), "smooth_ap_loss") == []

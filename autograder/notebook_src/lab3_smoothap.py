@@ -115,10 +115,12 @@ viz.show_images(images[:20], [CLASSES[c] for c in labels[:20]])
 # **No Python loops**, and mind the memory: the official implementation builds the tensor of all
 # $G(D_{ij})$ of all queries, $B \times B \times B$ numbers. Only the positives $i$ need a rank,
 # so with $m$ images per class in the batch, a `[B, m, B]` tensor is enough. The checks measure
-# the largest tensor your function creates at two batch sizes and expect it to grow as $B^2 m$,
-# not as $B^3$. *Hint:* collect the indices of each query's positives into a `[B, m - 1]` tensor
-# (e.g. with `topk` on the mask of positives), `gather` their similarities, and broadcast them
-# against all similarities of the query.
+# the memory your function and its backward pass allocate at batches of 128 and 256 (4 images
+# per class) and expect it to grow as $B^2 m$, not as $B^3$. Every tensor counts, also those
+# that `torch.func.vmap` makes: a `[B, B]` tensor per query, vmapped over the queries, is a
+# `[B, B, B]` tensor in memory. *Hint:* collect the indices of each query's positives into a
+# `[B, m - 1]` tensor (e.g. with `topk` on the mask of positives), `gather` their similarities,
+# and broadcast them against all similarities of the query.
 
 # %% [solution] smooth_ap_loss
 

@@ -466,6 +466,36 @@ def smooth_ap_batch(classes: int, per_class: int, d: int = 8, seed: int = 3, ins
     return Call("smooth_ap_loss", [unit_rows(len(labels), d, seed), labels], {"tau": 0.1}, instrument=instrument)
 
 
+#: The memory check of smooth_ap_loss: batches of m = MEMORY_PER_CLASS images per class; at the
+#: larger the call and its backward pass must stay within MEMORY_BOUND_UNITS [B, m, B] float32
+#: tensors (12.6 MB at B = 256: the reference peaks at 3.6 MB, in float64 at 7.0 MB; a [B, B, B]
+#: tensor is 16.8 MB in bool, 67 MB in float32), and grow less than MEMORY_GROWTH_LIMIT from the
+#: smaller (B^2 m: 4x; B^3: 8x).
+MEMORY_BATCHES, MEMORY_PER_CLASS, MEMORY_BOUND_UNITS, MEMORY_GROWTH_LIMIT = (128, 256), 4, 12, 2 ** 2.5
+
+
+def smooth_ap_memory_call(batch: int) -> Call:
+    """``smooth_ap_loss`` on ``batch`` random unit rows that require a gradient, measured with its backward."""
+    labels = torch.arange(batch // MEMORY_PER_CLASS).repeat_interleave(MEMORY_PER_CLASS)
+    return Call("smooth_ap_loss", [{"__spec__": "leaf", "tensor": unit_rows(batch, 8, 3)}, labels], {"tau": 0.1},
+                memory=True, backward=True)
+
+
+def memory_used(counts: dict) -> tuple[int, str] | None:
+    """``(bytes, how)`` of a measured call: the peak of its allocations (torch's and Python's), or
+    the span of the largest tensor an operation worked on when larger (``how``: ``"allocated"`` or
+    ``"operand"``); ``None`` when the counts lack the measurement."""
+    if not all(isinstance(counts.get(k), (int, float)) for k in ("peak_bytes", "largest_operand_bytes")):
+        return None
+    allocated = int(counts["peak_bytes"]) + int(counts.get("python_peak_bytes", 0))
+    operand = int(counts["largest_operand_bytes"])
+    return (allocated, "allocated") if allocated >= operand else (operand, "operand")
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
 for _lab in ("lab3_smoothap",):
 
     _expect_ap_loss = functools.partial(expect_loss, "smooth_ap_loss")
@@ -537,20 +567,33 @@ for _lab in ("lab3_smoothap",):
         failure = _failed(outcomes)
         if failure:
             return False, failure
-        small, large = (o.counts.get("largest", 0) for o in outcomes)
-        if not small or not large:
+        (small_b, large_b), (small, large) = MEMORY_BATCHES, [memory_used(o.counts) for o in outcomes]
+        if small is None or large is None:
             return False, "the call could not be measured"
-        if large > 5 * small:
-            return False, (f"the largest tensor grows {large / small:.1f}x from batch 32 to 64 (4 images per class: "
-                           f"{small} -> {large} elements), like B^3: gather each query's positives first, so that "
-                           "the tensors are [B, M, B] with M the number of positives (grows 4x, B^2 m)")
-        return True, f"the largest tensor grows as B^2 m, not B^3 (batch 32 -> 64: {small} -> {large} elements)"
+        m = MEMORY_PER_CLASS
+        unit = large_b * m * large_b * 4  # one [B, m, B] float32 tensor at the large batch
+        bound, cube = MEMORY_BOUND_UNITS * unit, large_b ** 3 * 4
+        growth = large[0] / max(small[0], 1)
+        grew = (f"from batch {small_b} to {large_b} it grew {growth:.1f}x ({_mb(small[0])} -> {_mb(large[0])}; "
+                f"B^2 m grows {(large_b / small_b) ** 2:g}x, B^3 {(large_b / small_b) ** 3:g}x)")
+        where = f"at batch B = {large_b} ({large_b // m} classes x m = {m} images)"
+        if large[0] > bound or growth > MEMORY_GROWTH_LIMIT:
+            what = (f"had up to {_mb(large[0])} allocated at once" if large[1] == "allocated" else
+                    f"worked on a tensor spanning {_mb(large[0])} (memory allocated before the call counts too)")
+            vmap = (" A function vmapped over the queries counts its batched tensors: [B, B] per query is "
+                    "[B, B, B] in all." if ctx.source and "vmap" in ctx.source else "")
+            return False, (f"{where} your function, with its backward pass, {what}, like B^3: a [B, B, B] float "
+                           f"tensor alone is {_mb(cube)}, a [B, m, B] one {_mb(unit)}, and the limit is {_mb(bound)} "
+                           f"({MEMORY_BOUND_UNITS} [B, m, B] float tensors); {grew}. Gather each query's m - 1 "
+                           "positives first, so that the tensors are [B, m - 1, B], not [B, B, B]." + vmap)
+        return True, (f"{where} your function, with its backward pass, had at most {_mb(large[0])} allocated at once "
+                      f"({large[0] / unit:.1f} [B, m, B] float tensors; a [B, B, B] one is {_mb(cube)}); {grew}")
 
     register(Check(id="smooth_ap_loss.memory", lab_id=_lab, function="smooth_ap_loss", points=0.4,
-                   description="memory O(B^2 m) for m positives per query, not O(B^3): the largest tensor at batch "
-                               "32 and 64 (8 and 16 classes x 4 images)",
-                   prepare=lambda: ([smooth_ap_batch(8, 4, instrument=True), smooth_ap_batch(16, 4, instrument=True)],
-                                    None),
+                   description=f"memory O(B^2 m) for m images per class, not O(B^3): the most memory allocated "
+                               f"at once by the call and its backward pass at batch {MEMORY_BATCHES[0]} and "
+                               f"{MEMORY_BATCHES[1]} ({MEMORY_PER_CLASS} images per class)",
+                   prepare=lambda: ([smooth_ap_memory_call(b) for b in MEMORY_BATCHES], None),
                    judge=_memory))
 
 

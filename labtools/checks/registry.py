@@ -32,7 +32,11 @@ class Call:
     """One call of a student function: plain arguments or ``{"__spec__": ...}`` dicts.
 
     ``key`` lets checks share a call (it runs once); ``instrument`` counts line events and torch
-    calls. ``then`` continues from the result (an object such as a module built by a class):
+    calls. ``memory`` measures what torch's CPU allocator hands out during the call (counts
+    ``peak_bytes``, ``largest_operand_bytes``, ``python_peak_bytes``: see
+    :func:`labtools.checks.worker._call_measured`), with ``backward`` the backward pass of the
+    returned loss included (an argument ``{"__spec__": "leaf", "tensor": t}`` requires a gradient).
+    ``then`` continues from the result (an object such as a module built by a class):
     ``{"call": [args]}`` calls it, ``{"attr": name}`` reads one of its attributes; the last
     value is the outcome.
     """
@@ -43,10 +47,13 @@ class Call:
     instrument: bool = False
     key: str | None = None
     then: list = field(default_factory=list)
+    memory: bool = False
+    backward: bool = False
 
     def as_job(self) -> dict:
         return {"function": self.function, "args": list(self.args), "kwargs": dict(self.kwargs),
-                "instrument": bool(self.instrument), "then": list(self.then)}
+                "instrument": bool(self.instrument), "then": list(self.then), "memory": bool(self.memory),
+                "backward": bool(self.backward)}
 
 
 @dataclass

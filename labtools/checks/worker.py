@@ -19,7 +19,6 @@ import math
 import os
 import sys
 import time
-import traceback
 
 import torch
 
@@ -134,6 +133,8 @@ def build_arg(spec, scratch: str):
         from labtools.data import fixed_test_set
 
         return fixed_test_set(spec.get("name", "MNIST"), download=False)
+    if kind == "leaf":  # a tensor that requires a gradient
+        return spec["tensor"].detach().clone().requires_grad_(True)
     if kind == "generator":
         return torch.Generator().manual_seed(int(spec["seed"]))
     if kind == "scratch_path":
@@ -188,6 +189,147 @@ def _call_counted(func, args, kwargs, namespace):
     return value, {"lines": lines[0], "ops": ops.count, "largest": ops.largest}
 
 
+#: Sizes in bytes of the two allocations that bracket a measured call: finding both, with their
+#: addresses, in the profiler's record proves that the session that saw the call is the one
+#: started here (a call that stops or replaces the profiler cannot be measured).
+_SENTINEL_BYTES = (4093, 4099)
+
+
+def _tree(nodes):
+    """Every event of the profiler's event tree (any order)."""
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.children)
+
+
+def _span_bytes(meta) -> int:
+    """Bytes of memory a tensor operand spans (its view's extent: an expanded view spans no more
+    than its source, a view of a large buffer spans that buffer's part it reaches)."""
+    sizes, strides = list(getattr(meta, "sizes", ()) or ()), list(getattr(meta, "strides", ()) or ())
+    try:
+        itemsize = int(meta.dtype.itemsize)
+    except Exception:
+        itemsize = 8
+    if any(s == 0 for s in sizes):
+        return 0
+    if len(strides) == len(sizes):
+        return (1 + sum((s - 1) * abs(t) for s, t in zip(sizes, strides))) * itemsize
+    return math.prod(sizes) * itemsize
+
+
+def _memory_counts(results, first_ptr: int, last_ptr: int) -> dict | None:
+    """``peak_bytes``, ``largest_operand_bytes`` of the events between the two sentinels, or ``None``
+    when they are not both in ``results``."""
+    allocations, operands = [], []
+    for node in _tree(results.experimental_event_tree()):
+        tag = str(node.tag)
+        if tag.endswith("Allocation"):
+            allocations.append(node)
+        elif tag.endswith("TorchOp"):
+            operands.append(node)
+    # in time order; at equal times (not seen in practice) frees before allocations, the same every run
+    allocations.sort(key=lambda n: (n.start_time_ns, n.extra_fields.alloc_size > 0))
+    marks = [next((i for i, n in enumerate(allocations) if n.extra_fields.ptr == ptr
+                   and n.extra_fields.alloc_size == size), None)
+             for ptr, size in ((first_ptr, _SENTINEL_BYTES[0]), (last_ptr, _SENTINEL_BYTES[1]))]
+    if None in marks or marks[0] >= marks[1]:
+        return None
+    start, end = allocations[marks[0]].start_time_ns, allocations[marks[1]].start_time_ns
+    live: dict[int, int] = {}
+    current = peak = 0
+    for node in allocations[marks[0] + 1:marks[1]]:
+        ptr, size = node.extra_fields.ptr, node.extra_fields.alloc_size
+        if size > 0:
+            live[ptr] = live.get(ptr, 0) + size
+            current += size
+        elif ptr in live:  # a block allocated before the call does not count when freed
+            current -= live.pop(ptr)
+        peak = max(peak, current)
+    largest = 0
+    for node in operands:
+        if start <= node.start_time_ns <= end:
+            for value in node.extra_fields.inputs:
+                for meta in (value if isinstance(value, list) else [value]):
+                    if hasattr(meta, "sizes") and hasattr(meta, "strides"):
+                        largest = max(largest, _span_bytes(meta))
+    return {"peak_bytes": peak, "largest_operand_bytes": largest}
+
+
+class MeasurementError(RuntimeError):
+    """The memory of a call could not be measured (the call stopped or replaced the profiler)."""
+
+
+def _call_measured(run, backward: bool):
+    """``run()`` -> ``(value, counts)`` measured by torch's profiler and :mod:`tracemalloc`.
+
+    Adds to the counts ``peak_bytes``: the most bytes that torch's CPU allocator had handed out
+    during the call and not yet taken back (blocks allocated before the call and freed during it
+    do not count), whatever made the allocations (vmap's batched tensors, autograd, in-place and
+    ``out=`` operations, ...); ``largest_operand_bytes``: the most memory one tensor read or
+    written by an operator spans (a buffer allocated before the call counts here); and
+    ``python_peak_bytes``: the peak of Python's own allocations above the start (numpy arrays
+    included). With ``backward``, a 0-d result that requires a gradient is back-propagated inside
+    the measurement. Runs on one thread, so that the figures do not depend on the thread count.
+    """
+    import tracemalloc
+
+    from torch._C._profiler import _ExperimentalConfig
+    from torch.autograd import (ProfilerActivity, ProfilerConfig, ProfilerState, _disable_profiler,
+                                _enable_profiler, _prepare_profiler)
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # kineto's start/stop lines and GPU probing errors
+    if torch.autograd._profiler_enabled():
+        raise MeasurementError("a profiler is already running")
+    config = ProfilerConfig(ProfilerState.KINETO, True, True, False, False, False, _ExperimentalConfig())
+    activities = {ProfilerActivity.CPU}
+    threads, tracing = torch.get_num_threads(), tracemalloc.is_tracing()
+    torch.set_num_threads(1)
+    if not tracing:
+        tracemalloc.start()
+    results = None
+    try:
+        _prepare_profiler(config, activities)
+        _enable_profiler(config, activities)
+        try:
+            tracemalloc.reset_peak()
+            python_start = tracemalloc.get_traced_memory()[0]
+            first = torch.empty(_SENTINEL_BYTES[0], dtype=torch.uint8)
+            value, counts = run()
+            if (backward and isinstance(value, torch.Tensor) and value.requires_grad and value.numel() == 1):
+                value.backward()
+            last = torch.empty(_SENTINEL_BYTES[1], dtype=torch.uint8)
+            python_peak = tracemalloc.get_traced_memory()[1] - python_start
+        finally:
+            if torch.autograd._profiler_enabled():
+                results = _disable_profiler()
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+        torch.set_num_threads(threads)
+    measured = _memory_counts(results, first.data_ptr(), last.data_ptr()) if results is not None else None
+    if measured is None:
+        raise MeasurementError("the call stopped or replaced the profiler that measures it")
+    return value, {**counts, **measured, "python_peak_bytes": max(int(python_peak), 0)}
+
+
+def _where(error: BaseException, own: dict) -> str:
+    """``"line N of FILE"`` of the innermost frame of the submission's code in ``error``'s
+    traceback: code compiled as ``<submission>`` (the worker), or code whose globals are ``own``
+    (in-process: the notebook's cells); the parent turns it into the line of the cell
+    (:func:`labtools.checks.submission.locate`)."""
+    frames, tb = [], error.__traceback__
+    while tb is not None:
+        frames.append((tb.tb_frame, tb.tb_lineno))
+        tb = tb.tb_next
+    for frame, line in reversed(frames):
+        filename = frame.f_code.co_filename
+        if filename == "<submission>" or frame.f_globals is own:
+            return f"line {line} of {filename}"
+    return ""
+
+
 def perform_call(namespace: dict, call: dict, scratch: str) -> dict:
     """Perform one call on the functions of ``namespace``; never raises."""
     name = call["function"]
@@ -203,9 +345,10 @@ def perform_call(namespace: dict, call: dict, scratch: str) -> dict:
     start = time.perf_counter()
     try:
         if call.get("instrument"):
-            value, counts = _call_counted(func, args, kwargs, getattr(func, "__globals__", namespace))
+            run = lambda: _call_counted(func, args, kwargs, getattr(func, "__globals__", namespace))  # noqa: E731
         else:
-            value, counts = func(*args, **kwargs), {}
+            run = lambda: (func(*args, **kwargs), {})  # noqa: E731
+        value, counts = _call_measured(run, bool(call.get("backward"))) if call.get("memory") else run()
         for step in call.get("then", []):
             if "attr" in step:
                 value = getattr(value, str(step["attr"]))
@@ -213,11 +356,12 @@ def perform_call(namespace: dict, call: dict, scratch: str) -> dict:
                 value = value(*[build_arg(a, scratch) for a in step.get("call", [])])
     except MemoryError:
         return {"ok": False, "error": "MemoryError: ran out of memory", "value": None, "counts": {}}
+    except MeasurementError as error:
+        return {"ok": False, "error": f"the memory use could not be measured: {error}", "value": None, "counts": {}}
     except RecursionError:
         return {"ok": False, "error": "RecursionError: maximum recursion depth exceeded", "value": None, "counts": {}}
     except BaseException as error:  # SystemExit and KeyboardInterrupt included
-        tb = traceback.extract_tb(error.__traceback__)
-        where = next((f"line {f.lineno} of {f.name}" for f in reversed(tb) if f.filename == "<submission>"), "")
+        where = _where(error, getattr(func, "__globals__", namespace))
         text = f"{type(error).__name__}: {str(error)[:300]}" + (f" ({where})" if where else "")
         return {"ok": False, "error": text, "value": None, "counts": {}}
     counts["seconds"] = time.perf_counter() - start
