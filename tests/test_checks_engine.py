@@ -269,3 +269,109 @@ def test_the_checkpoint_map_checks_say_why_features_cannot_be_ranked(tmp_path, r
     results = evaluate(checks, Context("lab2_triplet", files=tmp_path), lambda calls: [])
     for result in results:
         assert result.earned == 0.0 and words in result.message and not result.grader_error, result
+
+
+# ----------------------------------------------------------------------------------------------
+# line numbers name the line of the cell, as the student sees it
+
+
+def _solution_meta(grade_id):
+    return {"nbgrader": {"grade": False, "grade_id": grade_id, "locked": False, "schema_version": 3,
+                         "solution": True, "task": False}}
+
+
+#: Cells of a notebook whose distances has a loop, whose evaluate_AP imports subprocess and whose
+#: evaluate_mAP raises: each line marked "# line k" is line k of its cell.
+_CELLS = [
+    ("setup", "%matplotlib inline\nimport torch\n\n# numbers\nimport math\n"),
+    (None, "x = 1\nprint(x)\n"),
+    ("distances", "# Euclidean distances\n%time\n\nimport torch\n\ndef helper(x):\n    return x\n\n\n"
+                  "def distances(query, items):\n    '''Squared distances [Q, N].'''\n"
+                  "    out = torch.zeros(len(query), len(items))\n"
+                  "    for i in range(len(query)):  # line 13\n"
+                  "        out[i] = ((query[i] - items) ** 2).sum(1)\n    return helper(out)\n"),
+    ("evaluate_AP", "\n\n# AP of one query\ndef evaluate_AP(dist, labels, query_label):\n\n"
+                    "    import subprocess  # line 6\n    return dist\n"),
+    ("evaluate_mAP", "!ls\r\ndef evaluate_mAP(net, dataset, num_queries=100):\r\n    x = 1\r\n"
+                     "    raise ValueError('not yet')  # line 4\r\n"),
+]
+
+
+def _line_notebook():
+    cells = [nbformat.v4.new_markdown_cell("# Lab 1")]
+    for grade_id, code in _CELLS:
+        cell = nbformat.v4.new_code_cell(code)
+        if grade_id not in (None, "setup"):
+            cell.metadata = _solution_meta(grade_id)
+        cells.append(cell)
+    return nbformat.v4.new_notebook(cells=cells)
+
+
+def _marked_line(code):
+    return next(k for k, line in enumerate(code.replace("\r\n", "\n").split("\n"), 1) if "# line" in line)
+
+
+def test_extracted_lines_know_their_cell_and_line():
+    from labtools.checks import extract_from_notebook
+    from labtools.checks.submission import line_of
+
+    source, _ = extract_from_notebook(_line_notebook(), "lab1_retrieval")
+    lines = source.split("\n")
+    for grade_id, code in _CELLS[2:]:
+        k = _marked_line(code)
+        text = code.replace("\r\n", "\n").split("\n")[k - 1].split("  #")[0]  # a last line ends at its code
+        n = next(i for i, line in enumerate(lines, 1) if line.startswith(text))
+        assert line_of(source, n) == f"line {k} of the cell defining " + (
+            "distances and helper" if grade_id == "distances" else grade_id)
+    assert line_of(source, lines.index("import math") + 1) == "line 5 of the cell starting '%matplotlib inline'"
+    assert loop_violations(source, "distances") == ["line 13 of the cell defining distances and helper: a for loop"]
+    assert policy_violations(source) == ["line 6 of the cell defining evaluate_AP: imports subprocess, which the "
+                                         "checks do not allow"]
+    loop = lines.index("    for i in range(len(query)):  # line 13") + 1
+    assert loop_violations(str(source), "distances") == [f"line {loop}: a for loop"]  # a plain string: its own lines
+
+
+def test_sandboxed_messages_name_the_line_of_the_cell(tmp_path):
+    from labtools.checks import check_source, extract_from_notebook
+
+    source, _ = extract_from_notebook(_line_notebook(), "lab1_retrieval")
+    results = {r.check.id: r.message for r in check_source(source, "lab1_retrieval", workroot=tmp_path)}
+    assert results["distances.vectorized"] == ("use tensor operations instead of Python loops: line 13 of the cell "
+                                               "defining distances and helper: a for loop")
+    assert results["evaluate_AP.hand_example"] == ("evaluate_AP breaks the rules of the checks: line 6 of the cell "
+                                                   "defining evaluate_AP: imports subprocess, which the checks do "
+                                                   "not allow")
+    assert results["evaluate_mAP.shapes"] == ("the call failed: ValueError: not yet (line 4 of the cell defining "
+                                              "evaluate_mAP)")
+
+
+def test_in_process_messages_name_the_line_of_the_cell():
+    """run_public_checks from a notebook: IPython compiles each cell as a file of its own."""
+    import linecache
+
+    namespace = {}
+    for number, (grade_id, code) in enumerate(_CELLS):
+        name = f"/tmp/ipykernel_4242/{1000 + number}.py"
+        code = "\n".join("None" if line.startswith(("%", "!")) else line  # what IPython runs for a magic
+                         for line in code.replace("\r\n", "\n").split("\n"))
+        linecache.cache[name] = (len(code), None, [line + "\n" for line in code.split("\n")], name)
+        exec(compile(code.replace("print(x)", "pass"), name, "exec"), namespace)
+    expected = {"distances": "distances.vectorized: use tensor operations instead of Python loops: line 13 of the "
+                             "cell defining distances: a for loop",
+                "evaluate_AP": "evaluate_AP.perfect_ranking: evaluate_AP breaks the rules of the checks: line 6 of "
+                               "the cell defining evaluate_AP: imports subprocess",
+                "evaluate_mAP": "evaluate_mAP.shapes: the call failed: ValueError: not yet (line 4 of the cell "
+                                "defining evaluate_mAP)"}
+    for name, message in expected.items():
+        with pytest.raises(AssertionError) as failed:
+            run_public_checks("lab1_retrieval", name, namespace[name])
+        assert message in str(failed.value), str(failed.value)
+
+
+def test_a_dropped_statement_keeps_the_line_numbers_of_the_rest():
+    from labtools.checks.submission import scoped_violations
+
+    src = "import torch\nimport subprocess\n\n\ndef f(x):\n    return x\n"
+    refused, clean = scoped_violations(src)
+    assert set(refused) == {"subprocess"} and type(clean) is str
+    assert clean.split("\n")[1] == "" and clean.split("\n")[4] == "def f(x):"

@@ -10,6 +10,7 @@ after a crash or a timeout.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import shutil
@@ -23,8 +24,10 @@ from typing import Callable
 
 import torch
 
+from labtools.checks import sandbox
 from labtools.checks.registry import Call, Check, CheckResult, Context, Outcome, checks_for
-from labtools.checks.submission import LAB_FUNCTIONS, _reachable, defined_functions, scoped_violations
+from labtools.checks.submission import (LAB_FUNCTIONS, SubmissionSource, _reachable, defined_functions, is_cell_file,
+                                       locate, scoped_violations)
 from labtools.checks.worker import decode, perform_call
 
 __all__ = ["evaluate", "run_sandboxed", "run_public_checks", "SandboxLimits"]
@@ -33,15 +36,38 @@ LABTOOLS_ROOT = Path(__file__).resolve().parents[2]
 
 
 class SandboxLimits:
-    """Limits of a worker: seconds per call, memory on top of the interpreter's, CPU seconds."""
+    """Limits of a worker: seconds per call, memory on top of the interpreter's, CPU seconds, bytes
+    of files it may leave, processes.
+
+    ``os_sandbox``: ``"required"`` runs the worker inside bubblewrap (:mod:`labtools.checks.sandbox`)
+    and fails where it cannot; ``"auto"`` (students checking their own work) uses it where it
+    works; ``"off"`` never. ``readable`` adds read-only folders to the jail and ``masked`` hides
+    paths inside them.
+    """
 
     def __init__(self, call_seconds: float = 60.0, memory_bytes: int = 4 << 30, cpu_seconds: int = 600,
-                 startup_seconds: float = 120.0, deny_read: list[str] | None = None):
+                 startup_seconds: float = 120.0, deny_read: list[str] | None = None, os_sandbox: str = "auto",
+                 readable: list[str] | None = None, masked: list[str] | None = None, disk_bytes: int = 1 << 30,
+                 max_pids: int = 64):
+        if os_sandbox not in ("required", "auto", "off"):
+            raise ValueError(f"os_sandbox must be 'required', 'auto' or 'off', got {os_sandbox!r}")
         self.call_seconds = call_seconds
         self.memory_bytes = memory_bytes
         self.cpu_seconds = cpu_seconds
         self.startup_seconds = startup_seconds
         self.deny_read = list(deny_read or [])
+        self.os_sandbox = os_sandbox
+        self.readable = list(readable or [])
+        self.masked = list(masked or [])
+        self.disk_bytes = disk_bytes
+        self.max_pids = max_pids
+
+    def sandboxed(self) -> bool:
+        """Whether workers run inside bubblewrap (raises SandboxUnavailable when required but absent)."""
+        if self.os_sandbox == "required":
+            sandbox.require()
+            return True
+        return self.os_sandbox == "auto" and sandbox.unavailable_reason() is None
 
 
 def evaluate(checks: list[Check], ctx: Context, runner: Callable[[list[Call]], list[Outcome]],
@@ -80,6 +106,8 @@ def evaluate(checks: list[Check], ctx: Context, runner: Callable[[list[Call]], l
                 keys[call.key] = len(calls) - 1
         planned.append((check, indices, state))
     outcomes = runner(calls) if calls else []
+    # a traceback's "(line N of <submission>)" names the line of the cell instead
+    outcomes = [dataclasses.replace(o, error=locate(o.error, ctx.source)) if o.error else o for o in outcomes]
     for check, indices, state in planned:
         mine = [outcomes[i] for i in indices]
         try:
@@ -106,29 +134,50 @@ def _global_names(code) -> set[str]:
 
 
 def _source_of(obj) -> str | None:
-    """Source of a function and of the functions of its namespace it calls (transitively)."""
+    """Source of a function and of the functions of its namespace it calls (transitively), as a
+    :class:`SubmissionSource` whose lines name their notebook cell and line there (IPython compiles
+    each cell as a file of its own: the line in that file is the line in the cell)."""
     import textwrap
 
     namespace = getattr(obj, "__globals__", {})
     parts, seen, stack = [], set(), [obj]
+    files: dict[str, str] = {}
     while stack:
         func = stack.pop()
         if id(func) in seen:
             continue
         seen.add(id(func))
         try:
-            parts.append(textwrap.dedent(inspect.getsource(func)))
+            lines, first = inspect.getsourcelines(func)
         except (OSError, TypeError):
             if func is obj:
                 return None
             continue
+        try:
+            filename = inspect.getfile(func)
+        except TypeError:
+            filename = ""
+        if filename and filename not in files:
+            files[filename] = (f"the cell defining {func.__name__}" if is_cell_file(filename)
+                               else os.path.basename(filename))
+        text = textwrap.dedent("".join(lines)).rstrip("\n")
+        origin = files.get(filename)
+        parts.append([(line, (origin, first + k) if origin and first else None)
+                      for k, line in enumerate(text.split("\n"))])
         codes = ([m.__code__ for m in vars(func).values() if inspect.isfunction(m)] if inspect.isclass(func)
                  else [func.__code__])
         for name in set().union(*map(_global_names, codes)):
             value = namespace.get(name)
             if inspect.isfunction(value) and value.__globals__ is namespace:
                 stack.append(value)
-    return "\n\n".join(reversed(parts))
+    lines, origins = [], []
+    for k, part in enumerate(reversed(parts)):
+        if k:
+            lines.extend(["", ""])
+            origins.extend([None, None])
+        lines.extend(line for line, _ in part)
+        origins.extend(origin for _, origin in part)
+    return SubmissionSource("\n".join(lines) + "\n", origins + [None], files)
 
 
 def _run_inprocess(namespace: dict, scratch: Path) -> Callable[[list[Call]], list[Outcome]]:
@@ -196,10 +245,56 @@ def worker_env() -> dict[str, str]:
         "LABTOOLS_FAST": "1",
         "TQDM_DISABLE": "1",
     }
-    for name in ("LABTOOLS_DATA", "XDG_CACHE_HOME", "VIRTUAL_ENV"):
+    for name in ("LABTOOLS_DATA", "XDG_CACHE_HOME", "VIRTUAL_ENV", "LABTOOLS_MODELS"):
         if os.environ.get(name):
             env[name] = os.environ[name]
     return env
+
+
+def shared_inputs() -> list[Path]:
+    """What sandboxed student code may read besides Python: the data root, the data cache and the
+    shipped checkpoints (those that exist)."""
+    from labtools import data, paths
+
+    found = [data.resolve_data_root(), data.STAGING_ROOT.parent]
+    try:
+        found.append(paths.models_dir())
+    except FileNotFoundError:
+        pass
+    return [Path(os.path.realpath(p)) for p in found if os.path.isdir(p)]
+
+
+def jailed_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` as it must read inside a jail: a private home, the data cache and root named explicitly."""
+    from labtools import data
+
+    return {**env, "HOME": "/tmp", "XDG_CACHE_HOME": str(data.STAGING_ROOT.parent.parent),
+            "LABTOOLS_DATA": str(data.resolve_data_root()), "MPLCONFIGDIR": "/tmp/matplotlib"}
+
+
+def _drop_links(folder: Path) -> None:
+    """Remove the symbolic links in ``folder``: what sandboxed code left there is read by the
+    trusted side, which must not be led to a file outside the sandbox."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                os.unlink(path)
+
+
+def _disk_usage(folder: Path, limit_entries: int = 10_000) -> tuple[int, int]:
+    """Bytes and entries under ``folder`` (counting stops past ``limit_entries``)."""
+    total = entries = 0
+    for root, dirs, files in os.walk(folder):
+        entries += len(dirs) + len(files)
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+        if entries > limit_entries:
+            break
+    return total, entries
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -213,9 +308,15 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+#: A worker's result file larger than this is not read (plain values of a check are far smaller).
+MAX_RESULT_BYTES = 256 << 20
+
+
 def _read_result(path: Path, scratch: Path) -> Outcome | None:
     if not path.is_file():
         return None
+    if path.stat().st_size > MAX_RESULT_BYTES:
+        return Outcome(False, error=f"the result is larger than {MAX_RESULT_BYTES >> 20} MB", scratch=scratch)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -253,6 +354,7 @@ def run_sandboxed(source: str, limits: SandboxLimits | None = None,
                   workroot: str | os.PathLike | None = None) -> Callable[[list[Call]], list[Outcome]]:
     """A runner performing calls of ``source``'s functions in sandboxed worker processes."""
     limits = limits or SandboxLimits()
+    jailed = limits.sandboxed()
     bases: list[Path] = []
     functions = defined_functions(source)
 
@@ -260,7 +362,7 @@ def run_sandboxed(source: str, limits: SandboxLimits | None = None,
         return _reachable(functions, name) | {name}
 
     def runner(calls: list[Call]) -> list[Outcome]:
-        base = Path(tempfile.mkdtemp(prefix="labtools-sandbox-", dir=workroot))
+        base = Path(tempfile.mkdtemp(prefix="labtools-sandbox-", dir=workroot)).resolve()
         bases.append(base)
         jobdir, scratch = base / "job", base / "scratch"
         jobdir.mkdir()
@@ -278,12 +380,19 @@ def run_sandboxed(source: str, limits: SandboxLimits | None = None,
                         "cpu_seconds": int(limits.cpu_seconds), "deny_read": limits.deny_read, "skip": sorted(skip)},
                        jobdir / "job.pt")
             out_path, err_path = jobdir / f"stdout_{attempt}.txt", jobdir / f"stderr_{attempt}.txt"
+            command = [sys.executable, "-m", "labtools.checks.worker", str(jobdir)]
+            env = worker_env()
+            forks = None
+            if jailed:
+                forks = sandbox.ForkLimit(limits.max_pids)
+                jail = sandbox.Jail(writable=[base], readable=[str(p) for p in shared_inputs()] + limits.readable,
+                                    masked=limits.masked, env=jailed_env(env), workdir=scratch)
+                command, env = forks.wrap(jail.command(command)), {"PATH": env["PATH"]}
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
-                proc = subprocess.Popen([sys.executable, "-m", "labtools.checks.worker", str(jobdir)], cwd=scratch,
-                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=worker_env(),
-                                        start_new_session=True)
+                proc = subprocess.Popen(command, cwd=scratch, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                        env=env, start_new_session=True)
             launched = time.monotonic()
-            current, since, timed_out = None, launched, False
+            current, since, timed_out, overflow, measured = None, launched, False, "", launched
             while proc.poll() is None:
                 started = [i for i in range(start, len(calls)) if (jobdir / f"started_{i}").exists()]
                 if started and started[-1] != current:
@@ -293,9 +402,23 @@ def run_sandboxed(source: str, limits: SandboxLimits | None = None,
                     timed_out = True
                     _kill_group(proc)
                     break
+                if time.monotonic() - measured > 0.2:
+                    measured = time.monotonic()
+                    size, entries = _disk_usage(base)
+                    if size > limits.disk_bytes or entries > 10_000:
+                        overflow = (f"wrote more than {limits.disk_bytes / 2**30:g} GB or 10,000 files "
+                                    f"({size / 2**20:.0f} MB in {entries} entries)")
+                        _kill_group(proc)
+                        break
                 time.sleep(0.02)
             _kill_group(proc)  # whatever it left behind in its group
+            if forks is not None:
+                forks.close()
             code = proc.returncode
+            _drop_links(base)
+            if overflow:
+                shutil.rmtree(scratch, ignore_errors=True)
+                scratch.mkdir()
             finished = start
             for i in range(start, len(calls)):
                 if i in skip:
@@ -312,11 +435,12 @@ def run_sandboxed(source: str, limits: SandboxLimits | None = None,
                 tail = err_path.read_bytes()[-4000:].decode("utf-8", "replace")
             except OSError:
                 tail = ""
-            reason = _death(code, limits, timed_out, tail)
+            reason = overflow or _death(code, limits, timed_out, tail)
+            jail_failed = jailed and any(line.startswith("bwrap:") for line in tail.splitlines())
             if not (jobdir / f"started_{finished}").exists() and not timed_out:
                 reason = "the checking process failed to start: " + (tail.strip().splitlines() or ["?"])[-1][:300]
-            outcomes[finished] = Outcome(False, error=reason, scratch=scratch)
-            if timed_out:  # the other calls of that function, and of its callers, would time out as well
+            outcomes[finished] = Outcome(False, error=reason, scratch=scratch, grader_error=jail_failed)
+            if timed_out or overflow:  # the other calls of that function, and of its callers, would do the same
                 hanging = calls[finished].function
                 for i in range(finished + 1, len(calls)):
                     if hanging in callees(calls[i].function) and i not in skip:
@@ -326,7 +450,7 @@ def run_sandboxed(source: str, limits: SandboxLimits | None = None,
             if not timed_out and not (jobdir / f"started_{finished}").exists():
                 # the worker cannot even start: give up on the rest with the same reason
                 for i in range(finished + 1, len(calls)):
-                    outcomes[i] = Outcome(False, error=reason, scratch=scratch)
+                    outcomes[i] = Outcome(False, error=reason, scratch=scratch, grader_error=jail_failed)
                 break
             start = finished + 1
         return outcomes

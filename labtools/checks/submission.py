@@ -4,6 +4,10 @@
 and class definitions and assignments of literals of the notebook's solution cells, so that
 nothing a student left at top level (a training run, a loop, a plot) runs while checking.
 :func:`policy_violations` and :func:`loop_violations` are the static scans of the checks.
+
+Line numbers in messages name the line as the student sees it: the extracted source is a
+:class:`SubmissionSource`, which knows the notebook cell and the line within it of each of its
+lines, and the scans and :func:`locate` write "line 4 of the cell defining distances".
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 __all__ = [
     "SubmissionError",
+    "SubmissionSource",
     "LAB_FUNCTIONS",
     "extract_submission",
     "extract_from_notebook",
@@ -23,6 +28,8 @@ __all__ = [
     "policy_violations",
     "scoped_violations",
     "loop_violations",
+    "line_of",
+    "locate",
 ]
 
 #: The graded functions of each lab, in notebook order, and the ungraded ones it also needs.
@@ -67,6 +74,76 @@ class SubmissionError(ValueError):
     """The submission cannot be read: the message says what is wrong with the file."""
 
 
+class SubmissionSource(str):
+    """Source code that knows where each of its lines comes from.
+
+    ``origins[i]`` is ``(cell, line)`` for line ``i + 1``: ``cell`` names the notebook cell as the
+    student sees it ("the cell defining distances"), ``line`` is the line within that cell,
+    counting all of the cell's own lines (magics, comments and blank lines included); ``None`` for
+    a line the extraction added. ``files`` names the cells of the file names that code compiled in
+    this process carries (IPython compiles each cell as a file of its own). Operations on the
+    string return plain strings: only this object carries the map.
+    """
+
+    origins: tuple = ()
+    files: dict = {}
+
+    def __new__(cls, text: str, origins=(), files=None):
+        self = super().__new__(cls, text)
+        self.origins = tuple(origins)
+        self.files = dict(files or {})
+        return self
+
+    def __reduce__(self):  # pickled (sent to a worker) as the plain text
+        return (str, (str(self),))
+
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")  # the line breaks of Python's tokenizer (not form feeds)
+_CELL_FILE = re.compile(r"(ipykernel_\d+[\\/]\d+\.py$)|(^<ipython-input-)")
+
+
+def _lines(text: str) -> list[str]:
+    return _NEWLINE.split(text)
+
+
+def line_of(source: str, line: int | None) -> str:
+    """``"line 4 of the cell defining distances"`` for line ``line`` of ``source`` when ``source``
+    knows its origins (a :class:`SubmissionSource`), else ``"line <line>"``."""
+    origins = getattr(source, "origins", ())
+    if isinstance(line, int) and 1 <= line <= len(origins) and origins[line - 1]:
+        cell, within = origins[line - 1]
+        return f"line {within} of {cell}"
+    return f"line {line}"
+
+
+def is_cell_file(filename: str) -> bool:
+    """Whether ``filename`` is the name under which IPython compiled a notebook cell."""
+    return bool(_CELL_FILE.search(str(filename)))
+
+
+_WHERE = re.compile(r"\(line (\d+) of ([^()]*)\)")
+
+
+def locate(text: str, source: str | None) -> str:
+    """``text`` with each ``(line N of FILE)`` (a traceback's location) naming the line as the
+    student sees it: ``FILE`` ``<submission>`` is ``source`` (the extracted code the worker ran),
+    another file one of ``source.files`` (a notebook cell compiled in this process)."""
+
+    def replace(match):
+        line, filename = int(match.group(1)), match.group(2)
+        if filename == "<submission>":
+            known = source is not None and getattr(source, "origins", ())
+            return f"({line_of(source, line)})" if known else match.group(0)
+        files = getattr(source, "files", {}) or {}
+        if filename in files:
+            return f"(line {line} of {files[filename]})"
+        if is_cell_file(filename):
+            return f"(line {line} of a notebook cell)"
+        return f"(line {line} of {os.path.basename(filename)})"
+
+    return _WHERE.sub(replace, text) if isinstance(text, str) else text
+
+
 def _read_notebook(path: Path) -> dict:
     if not path.is_file():
         raise SubmissionError(f"no notebook file at {path}")
@@ -106,7 +183,7 @@ def _source(cell: dict) -> str:
 def _strip_magics(source: str) -> str:
     """Comment out IPython magics and shell escapes so that ``ast`` can parse a cell."""
     lines = []
-    for line in source.splitlines():
+    for line in _lines(source):  # the cell's own lines: line k of the result is line k of the cell
         stripped = line.lstrip()
         lines.append("# " + line if stripped.startswith(("%", "!", "?")) else line)
     return "\n".join(lines)
@@ -142,8 +219,48 @@ def _defines(source: str, name: str) -> bool:
     return any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name for n in _definitions(source))
 
 
+def _first_line(node: ast.stmt) -> int:
+    return min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+
+
+def _segment(lines: list[str], node: ast.stmt) -> str:
+    """The text of top-level statement ``node`` (decorators included) in the cell's ``lines``,
+    or its unparsed code when the text does not parse back to the same statement."""
+    first, last = _first_line(node), node.end_lineno or node.lineno
+    chunk = [line.encode("utf-8") for line in lines[first - 1:last]]
+    if chunk and node.end_col_offset is not None:
+        chunk[-1] = chunk[-1][:node.end_col_offset]
+    if chunk and first == node.lineno:
+        chunk[0] = chunk[0][node.col_offset:]
+    try:
+        text = "\n".join(c.decode("utf-8") for c in chunk)
+        body = ast.parse(text).body
+        if len(body) == 1 and ast.dump(body[0]) == ast.dump(node):
+            return text
+    except (SyntaxError, UnicodeDecodeError, ValueError, MemoryError, RecursionError):
+        pass
+    return ast.unparse(node)
+
+
+def _cell_name(nodes: list[ast.stmt], text: str, lab_id: str) -> str:
+    """The cell as the student knows it: "the cell defining distances", or by its first line."""
+    names = [n.name for n in nodes if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    names = [f for f in LAB_FUNCTIONS.get(lab_id, ()) if f in names] + [f for f in names
+                                                                        if f not in LAB_FUNCTIONS.get(lab_id, ())]
+    if names:
+        shown = " and ".join(names) if len(names) <= 2 else ", ".join(names[:2]) + (
+            f" and {names[2]}" if len(names) == 3 else ", ...")
+        return f"the cell defining {shown}"
+    first = next((line.strip() for line in _lines(text) if line.strip()), "")
+    return f"the cell starting {first[:40]!r}"
+
+
 def extract_from_notebook(nb: dict, lab_id: str) -> tuple[str, list[str]]:
-    """``(source, notes)`` of a notebook already read as a dict (see :func:`extract_submission`)."""
+    """``(source, notes)`` of a notebook already read as a dict (see :func:`extract_submission`).
+
+    ``source`` is a :class:`SubmissionSource`: each statement's own text, as written in its cell,
+    so that every line maps to its cell and its line there.
+    """
     if lab_id not in LAB_FUNCTIONS:
         raise SubmissionError(f"unknown lab {lab_id!r}; expected one of {', '.join(LAB_FUNCTIONS)}")
     code_cells = [c for c in _cells(nb) if c.get("cell_type") == "code"]
@@ -160,28 +277,49 @@ def extract_from_notebook(nb: dict, lab_id: str) -> tuple[str, list[str]]:
                 notes.append(f"the solution cell of {name} has lost its nbgrader metadata; "
                              "its definition was found by scanning the code cells")
                 chosen.extend(i for i in found if i not in chosen)
-    parts = []
+    out: list[str] = []
+    origins: list[tuple[str, int] | None] = []
+    emitted: list[ast.stmt] = []
+
+    def emit(text: str, cell: str, first: int, node: ast.stmt) -> None:
+        emitted.append(node)
+        for k, line in enumerate(_lines(text)):
+            out.append(line)
+            origins.append((cell, first + k))
+
     # imports of the notebook's other cells (its setup cells), those the rules allow
-    imports = []
+    imports: list[str] = []
     for i, cell in enumerate(code_cells):
         if i in chosen:
             continue
+        text = _strip_magics(_source(cell))
         try:
-            tree = ast.parse(_strip_magics(_source(cell)))
+            tree = ast.parse(text)
         except SyntaxError:
             continue
         for node in tree.body:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                text = ast.unparse(node)
-                if not policy_violations(text) and text not in imports:
-                    imports.append(text)
-    if imports:
-        parts.append("\n".join(imports))
+                code = ast.unparse(node)
+                if not policy_violations(code) and code not in imports:
+                    imports.append(code)
+                    emit(_segment(_lines(text), node), _cell_name(tree.body, _source(cell), lab_id), node.lineno, node)
     for i in sorted(set(chosen)):
+        text = _strip_magics(_source(code_cells[i]))
         nodes = _definitions(_source(code_cells[i]))
-        if nodes:
-            parts.append(ast.unparse(ast.Module(body=nodes, type_ignores=[])))
-    return "\n\n".join(parts) + "\n", notes
+        cell = _cell_name(nodes, _source(code_cells[i]), lab_id)
+        for j, node in enumerate(nodes):
+            if out and (j == 0 or isinstance(node, (ast.FunctionDef, ast.ClassDef))):
+                out.append("")
+                origins.append(None)
+            emit(_segment(_lines(text), node), cell, _first_line(node), node)
+    source = "\n".join(out) + "\n"
+    try:  # each statement's text parses back to it alone; together they must give the same statements
+        same = ast.dump(ast.Module(body=emitted, type_ignores=[])) == ast.dump(ast.parse(source))
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        same = False
+    if not same:
+        return SubmissionSource(ast.unparse(ast.Module(body=emitted, type_ignores=[])) + "\n"), notes
+    return SubmissionSource(source, origins + [None]), notes
 
 
 def extract_submission(notebook_path: str | os.PathLike, lab_id: str) -> str:
@@ -207,23 +345,36 @@ def defined_functions(source: str) -> dict[str, ast.FunctionDef | ast.ClassDef]:
 
 def policy_violations(source: str) -> list[str]:
     """What ``source`` uses that a submission may not: libraries doing the work and escape hatches."""
+    found = _policy_findings(source)
+    if isinstance(found, str):
+        return [found]
+    return list(dict.fromkeys(f"{line_of(source, line)}: {text}" for line, text in found))
+
+
+def _parse_error(source: str, error: SyntaxError) -> str:
+    where = f" ({line_of(source, error.lineno)})" if error.lineno else ""
+    return f"the code does not parse: {error.msg}{where}"
+
+
+def _policy_findings(source: str) -> list[tuple[int, str]] | str:
+    """``[(line, problem)]`` of :func:`policy_violations`, or the message of a parse error."""
     try:
         tree = ast.parse(source)
     except SyntaxError as error:
-        return [f"the code does not parse: {error}"]
-    problems = []
+        return _parse_error(source, error)
+    problems: list[tuple[int, str]] = []
 
     def refuse_module(module: str, line: int) -> None:
         for banned in FORBIDDEN_LIBRARIES:
             if module == banned or module.startswith(banned + "."):
-                problems.append(f"line {line}: uses {module}, a library implementation (write it yourself)")
+                problems.append((line, f"uses {module}, a library implementation (write it yourself)"))
                 return
         top = module.split(".")[0]
         if module in ("os.path", "posixpath"):
             return
         for banned in FORBIDDEN_MODULES:
             if module == banned or module.startswith(banned + ".") or top == banned:
-                problems.append(f"line {line}: imports {module}, which the checks do not allow")
+                problems.append((line, f"imports {module}, which the checks do not allow"))
                 return
 
     os_aliases = set()
@@ -237,36 +388,33 @@ def policy_violations(source: str) -> list[str]:
         elif isinstance(node, ast.ImportFrom):
             module = node.module or ""
             if node.level:
-                problems.append(f"line {node.lineno}: relative import")
+                problems.append((node.lineno, "relative import"))
             elif module == "os":
                 if any(a.name != "path" for a in node.names):
-                    problems.append(f"line {node.lineno}: imports from os (only os.path is allowed)")
+                    problems.append((node.lineno, "imports from os (only os.path is allowed)"))
             else:
                 refuse_module(module, node.lineno)
                 for alias in node.names:
                     refuse_module(f"{module}.{alias.name}", node.lineno)
         elif isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
-            problems.append(f"line {node.lineno}: uses {node.id}, which the checks do not allow")
+            problems.append((node.lineno, f"uses {node.id}, which the checks do not allow"))
         elif isinstance(node, ast.Attribute):
             if isinstance(node.value, ast.Name) and node.value.id in os_aliases:
                 if node.attr != "path":
-                    problems.append(f"line {node.lineno}: uses os.{node.attr} (only os.path is allowed)")
+                    problems.append((node.lineno, f"uses os.{node.attr} (only os.path is allowed)"))
             elif node.attr in FORBIDDEN_ATTRIBUTES:
-                problems.append(f"line {node.lineno}: uses the attribute .{node.attr}, which the checks do not allow")
+                problems.append((node.lineno, f"uses the attribute .{node.attr}, which the checks do not allow"))
             elif node.attr.startswith("__") and node.attr.endswith("__") and node.attr not in (
                 "__init__", "__call__", "__len__", "__getitem__", "__name__", "__doc__"
             ):
-                problems.append(f"line {node.lineno}: uses the attribute .{node.attr}, which the checks do not allow")
+                problems.append((node.lineno, f"uses the attribute .{node.attr}, which the checks do not allow"))
     # os.path.<x>: only plain path helpers
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
                 and node.value.attr == "path" and isinstance(node.value.value, ast.Name)
                 and node.value.value.id in os_aliases and node.attr not in _OS_PATH_OK):
-            problems.append(f"line {node.lineno}: uses os.path.{node.attr}, which the checks do not allow")
+            problems.append((node.lineno, f"uses os.path.{node.attr}, which the checks do not allow"))
     return list(dict.fromkeys(problems))
-
-
-_LINE = re.compile(r"^line (\d+): ")
 
 
 def _bound_names(node: ast.stmt) -> set[str]:
@@ -280,26 +428,41 @@ def _bound_names(node: ast.stmt) -> set[str]:
     return set()
 
 
+def _without(source: str, tree: ast.Module, dropped: set[int]) -> str:
+    """``source`` without the top-level statements ``dropped`` (indices in ``tree.body``), their
+    lines left blank so that every other line keeps its number (the worker's tracebacks then name
+    the lines of ``source``); unparsed when a dropped statement shares a line with a kept one."""
+    lines = _lines(str(source))
+    blank: set[int] = set()
+    for i in dropped:
+        node = tree.body[i]
+        blank.update(range(_first_line(node), (node.end_lineno or node.lineno) + 1))
+    kept = [node for i, node in enumerate(tree.body) if i not in dropped]
+    if any(line in blank for node in kept for line in range(_first_line(node), (node.end_lineno or node.lineno) + 1)):
+        return ast.unparse(ast.Module(body=kept, type_ignores=[])) + "\n"
+    return "\n".join("" if k + 1 in blank else line for k, line in enumerate(lines))
+
+
 def scoped_violations(source: str) -> tuple[dict[str, list[str]], str]:
     """Rule violations by top-level function, and ``source`` without the offending statements.
 
     A function is charged with the violations inside it, with those of the top-level statements
     binding a name it uses (a forbidden import), and with those of every function of ``source`` it
-    uses (transitively). The returned source drops the offending top-level statements so that the
-    rest of the submission still runs. Key ``""`` holds violations nothing could be tied to (a
-    source that does not parse).
+    uses (transitively). The returned source (a plain string) drops the offending top-level
+    statements, leaving their lines blank, so that the rest of the submission still runs with the
+    same line numbers. Key ``""`` holds violations nothing could be tied to (a source that does
+    not parse).
     """
     try:
         tree = ast.parse(source)
     except SyntaxError as error:
-        return {"": [f"the code does not parse: {error}"]}, source
-    problems = policy_violations(source)
-    spans = [(node, node.lineno, getattr(node, "end_lineno", node.lineno)) for node in tree.body]
+        return {"": [_parse_error(source, error)]}, str(source)
+    found = _policy_findings(source)
+    spans = [(node, _first_line(node), node.end_lineno or node.lineno) for node in tree.body]
     own: dict[int, list[str]] = {}
     loose: list[str] = []
-    for problem in problems:
-        match = _LINE.match(problem)
-        line = int(match.group(1)) if match else -1
+    for line, text in (found if isinstance(found, list) else []):
+        problem = f"{line_of(source, line)}: {text}"
         for i, (_, first, last) in enumerate(spans):
             if first <= line <= last:
                 own.setdefault(i, []).append(problem)
@@ -307,9 +470,9 @@ def scoped_violations(source: str) -> tuple[dict[str, list[str]], str]:
         else:
             loose.append(problem)
     tainted: dict[str, list[str]] = {}
-    for i, found in own.items():
+    for i, problems in own.items():
         for name in _bound_names(spans[i][0]):
-            tainted.setdefault(name, []).extend(found)
+            tainted.setdefault(name, []).extend(problems)
     functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
     uses = {name: {n.id for n in ast.walk(f) if isinstance(n, ast.Name)} - {name} for name, f in functions.items()}
     changed = True
@@ -321,11 +484,10 @@ def scoped_violations(source: str) -> tuple[dict[str, list[str]], str]:
                 if extra:
                     tainted.setdefault(name, []).extend(extra)
                     changed = True
-    result = {name: list(dict.fromkeys(found)) for name, found in tainted.items()}
+    result = {name: list(dict.fromkeys(problems)) for name, problems in tainted.items()}
     if loose:
-        result[""] = loose
-    keep = [node for i, (node, _, _) in enumerate(spans) if i not in own]
-    clean = ast.unparse(ast.Module(body=keep, type_ignores=[])) + "\n" if own else source
+        result[""] = list(dict.fromkeys(loose))
+    clean = _without(source, tree, set(own)) if own else str(source)
     return result, clean
 
 
@@ -368,7 +530,7 @@ def loop_violations(source: str, name: str, allowed_for: int = 0) -> list[str]:
                 if fors <= allowed_for:
                     continue
             where = "" if current == name else f" (in the helper {current})"
-            problems.append(f"line {node.lineno}: {kind}{where}")
+            problems.append(f"{line_of(source, node.lineno)}: {kind}{where}")
         called = _called_names(func)
         for builtin in ("map", "filter"):
             if builtin in called:
