@@ -63,6 +63,8 @@ def test_static_rules():
     assert not policy_violations("from labtools.data import digits_dataset\n")
     # torch's C module could switch off the counters of the loop-free and memory checks
     assert policy_violations("import torch\ndef f(x):\n    with torch._C.DisableTorchFunction():\n        return x\n")
+    # tracemalloc measures the memory checks' numpy and Python allocations
+    assert policy_violations("def f(x):\n    import tracemalloc\n    tracemalloc.stop()\n")
     src = "def g(x):\n    return [y for y in x]\ndef f(x):\n    return g(x)\n"
     assert any("helper g" in p for p in loop_violations(src, "f"))
     assert loop_violations("def f(x):\n    return f(x)\n", "f")

@@ -52,6 +52,7 @@ FORBIDDEN_MODULES = (
     "shutil", "socket", "signal", "threading", "multiprocessing", "marshal", "types", "code",
     "runpy", "pty", "resource", "atexit", "faulthandler", "trace", "dill", "cloudpickle",
     "numpy.testing", "unittest", "io", "tempfile", "glob", "pathlib",
+    "tracemalloc",  # it measures the memory checks' Python and numpy allocations
 )
 FORBIDDEN_NAMES = (
     "__import__", "exec", "eval", "compile", "open", "settrace", "setprofile", "globals", "locals",

@@ -28,7 +28,7 @@ BLOCKED_IMPORTS = (
     "sys", "os", "subprocess", "importlib", "builtins", "ctypes", "inspect", "gc", "pickle", "shutil",
     "socket", "signal", "threading", "multiprocessing", "marshal", "autograder", "sklearn.metrics",
     "torchmetrics", "pytorch_metric_learning", "faiss", "resource", "pty", "runpy", "code",
-    "labtools.neighbors", "labtools.losses", "labtools.metrics",
+    "labtools.neighbors", "labtools.losses", "labtools.metrics", "tracemalloc",
 )
 
 
@@ -300,6 +300,8 @@ def _call_measured(run, backward: bool):
             if (backward and isinstance(value, torch.Tensor) and value.requires_grad and value.numel() == 1):
                 value.backward()
             last = torch.empty(_SENTINEL_BYTES[1], dtype=torch.uint8)
+            if not tracemalloc.is_tracing():
+                raise MeasurementError("the call stopped tracemalloc, which measures it")
             python_peak = tracemalloc.get_traced_memory()[1] - python_start
         finally:
             if torch.autograd._profiler_enabled():
