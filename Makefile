@@ -12,6 +12,8 @@ OUT ?= out
 .PHONY: setup demo test release grade notebooks
 
 setup: $(VENV)/.installed
+	@command -v bwrap >/dev/null || echo "NOTE: bubblewrap (bwrap) is missing: 'python -m autograder grade' needs it to" \
+	  "sandbox student code. Install it: sudo apt-get install bubblewrap (Debian/Ubuntu), sudo dnf install bubblewrap (Fedora)."
 
 $(VENV)/.installed: requirements.txt benchmarks/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -41,10 +41,14 @@ def main(argv=None) -> int:
     grade.add_argument("--course", default=None, help="course folder (default: autograder/course)")
     grade.add_argument("--time-limit", type=float, default=600.0, help="seconds per submission")
     grade.add_argument("--keep-work", action="store_true", help="keep each submission's course copy in OUT/work")
+    grade.add_argument("--no-sandbox", action="store_true",
+                       help="grade without the OS sandbox (bubblewrap): student code then runs with your rights; "
+                            "every row says 'not sandboxed'")
 
     check = commands.add_parser("check", help="run public and hidden checks on one notebook (no nbgrader)")
     check.add_argument("notebook")
     check.add_argument("--lab", default=None)
+    check.add_argument("--no-sandbox", action="store_true", help="run the checks without the OS sandbox")
 
     args = parser.parse_args(argv)
     if args.command == "grade":
@@ -54,18 +58,23 @@ def main(argv=None) -> int:
 
         results = run_grade(args.lab, Path(args.submissions), Path(args.out), jobs=args.jobs,
                             course=Path(args.course) if args.course else COURSE, time_limit=args.time_limit,
-                            keep_work=args.keep_work)
+                            keep_work=args.keep_work, sandboxed=not args.no_sandbox)
         return 3 if any(c.get("grader_error") for r in results for c in r["checks"]) else 0
     if args.command == "check":
         from pathlib import Path
 
-        from autograder.grading.trusted import grade_submission
+        from autograder.grading.trusted import default_limits, grade_submission
         from labtools.checks.engine import lab_of
+        from labtools.checks.sandbox import SandboxUnavailable, require
 
         path = Path(args.notebook)
         if not path.is_file():
             check.error(f"no notebook at {path}")
-        result = grade_submission(path, args.lab or lab_of(path))
+        try:
+            args.no_sandbox or require()
+        except SandboxUnavailable as error:
+            check.error(f"{error}; or pass --no-sandbox to run the submission's code with your rights")
+        result = grade_submission(path, args.lab or lab_of(path), limits=default_limits(not args.no_sandbox))
         for c in result["checks"]:
             print(f"{c['check']:36} {c['points']:g}/{c['max_points']:g}  {c['message']}")
         return 0

@@ -51,7 +51,10 @@ c.Execute.interrupt_on_timeout = True
 c.Execute.raise_on_iopub_timeout = False
 c.RobustExecute.total_seconds = {budget}
 c.TrustedGrades.results_file = {results!r}
+c.RobustExecute.sandbox = {sandboxed!r}
 """
+#: The note every row of a run without the OS sandbox carries.
+NOT_SANDBOXED = "not sandboxed: graded with --no-sandbox, the submission's code ran with the grader's rights"
 
 
 def _safe_name(name: str) -> str:
@@ -186,9 +189,9 @@ def _limit_kernel_memory():
 
 
 def grade_one(lab: str, student: str, folder: str, notebook: str | None, notes: list[str], base: str, out: str,
-              time_limit: float, keep_work: bool = False) -> dict:
+              time_limit: float, keep_work: bool = False, sandboxed: bool = True) -> dict:
     """Grade one submission in its own course copy; never raises."""
-    from autograder.grading.trusted import _unreadable, grade_submission
+    from autograder.grading.trusted import _unreadable, default_limits, grade_submission
 
     started = time.monotonic()
     out, base = Path(out), Path(base)
@@ -197,15 +200,18 @@ def grade_one(lab: str, student: str, folder: str, notebook: str | None, notes: 
     shutil.copytree(base, course, ignore=shutil.ignore_patterns("release"))
     submitted = course / "submitted" / student / lab
     if notebook:
-        shutil.copytree(folder, submitted, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
-        shutil.copy(notebook, submitted / f"{lab}.ipynb")
-        results = grade_submission(submitted / f"{lab}.ipynb", lab, files=submitted, workroot=work)
+        notes = notes + copy_submission(Path(folder), submitted, Path(notebook), f"{lab}.ipynb")
+        results = grade_submission(submitted / f"{lab}.ipynb", lab, files=submitted, workroot=work,
+                                   limits=default_limits(sandboxed))
         if not results.get("error"):  # nbgrader gets the notebook with its nbgrader metadata repaired
             notes = notes + repair_notebook(submitted / f"{lab}.ipynb", base / "release" / lab / f"{lab}.ipynb")
     else:
-        shutil.copytree(folder, submitted) if Path(folder).is_dir() else submitted.mkdir(parents=True)
+        submitted.mkdir(parents=True)
+        if Path(folder).is_dir():
+            notes = notes + copy_submission(Path(folder), submitted)
         results = _unreadable(lab, submitted, notes[-1] if notes else "no notebook")
-    results["notes"] = notes + results.get("notes", [])
+    results["notes"] = ([] if sandboxed else [NOT_SANDBOXED]) + notes + results.get("notes", [])
+    results["sandboxed"] = sandboxed
     results_path = work / "trusted.json"
     results_path.write_text(json.dumps(results))
     left = max(30.0, time_limit - (time.monotonic() - started))
@@ -213,7 +219,7 @@ def grade_one(lab: str, student: str, folder: str, notebook: str | None, notes: 
     hung = any("timed out" in c["message"] for c in results["checks"])
     with open(course / "nbgrader_config.py", "a") as config:
         config.write(PIPELINE.format(timeout=10 if hung else int(min(120, max(15, time_limit / 4))), budget=max(20, int(left * 0.7)),
-                                     results=str(results_path)))
+                                     results=str(results_path), sandboxed=sandboxed))
     log = []
     env = tool_env(LABTOOLS_FAST="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     if notebook:
@@ -236,6 +242,31 @@ def grade_one(lab: str, student: str, folder: str, notebook: str | None, notes: 
         shutil.rmtree(course, ignore_errors=True)
     results.update(student=student, seconds=time.monotonic() - started, work=str(work))
     return results
+
+
+def copy_submission(folder: Path, target: Path, notebook: Path | None = None, name: str = "") -> list[str]:
+    """Copy a student's regular files and folders from ``folder`` into ``target`` (the notebook
+    ``notebook``, wherever it is, as ``name``); symbolic links and other notebooks are left out.
+
+    A link could make the grader copy (and the sandbox see) any file of the grader's machine.
+    Returns notes for the student.
+    """
+    links = []
+
+    def ignore(directory, names):
+        skipped = {n for n in names if os.path.islink(os.path.join(directory, n))}
+        links.extend(sorted(skipped))
+        if notebook is not None:
+            skipped |= {n for n in names if n.endswith(".ipynb") or n == ".ipynb_checkpoints"}
+        return skipped
+
+    shutil.copytree(folder, target, ignore=ignore, dirs_exist_ok=True)
+    if notebook is not None:
+        if notebook.is_symlink():
+            links.append(notebook.name)
+        else:
+            shutil.copy(notebook, target / name)
+    return [f"{n} is a symbolic link: not graded" for n in links]
 
 
 def repair_notebook(path: Path, release: Path) -> list[str]:
@@ -328,8 +359,9 @@ def merge(gradebook: Path, lab: str, base: Path, results: dict) -> None:
             for notebook in submission.notebooks:
                 for grade in notebook.grades:
                     cell = results["cells"].get(grade.name)
-                    if cell is not None:
+                    if cell is not None:  # the trusted result, whatever was there before
                         grade.auto_score = min(float(cell["points"]), float(grade.max_score))
+                        grade.manual_score = None
                         grade.needs_manual_grade = False
             gb.db.commit()
 
@@ -337,6 +369,16 @@ def merge(gradebook: Path, lab: str, base: Path, results: dict) -> None:
 def _init_gradebook(gradebook: Path, base: Path) -> None:
     if not gradebook.exists():
         shutil.copy(base / "gradebook.db", gradebook)
+
+
+def _warm_data() -> None:
+    """Stage and decode the datasets here, on the trusted side: sandboxed code reads them read-only."""
+    from labtools.data import warm_cache
+
+    try:
+        warm_cache()
+    except (OSError, ValueError) as error:  # the checks that need the data say so, as grader errors
+        print(f"WARNING: the data cache could not be prepared: {error}", file=sys.stderr)
 
 
 def histogram(totals: list[float], maximum: float, path: Path) -> None:
@@ -355,12 +397,21 @@ def histogram(totals: list[float], maximum: float, path: Path) -> None:
 
 
 def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = COURSE,
-          time_limit: float = 600.0, keep_work: bool = False) -> list[dict]:
+          time_limit: float = 600.0, keep_work: bool = False, sandboxed: bool = True) -> list[dict]:
     from labtools.checks.registry import TEST_CELL_POINTS
+    from labtools.checks.sandbox import SandboxUnavailable, require
 
     skip_slow_optional_imports()  # before the pool's workers fork and import nbformat
+    out, submissions, course = Path(out).resolve(), Path(submissions).resolve(), Path(course).resolve()
     if lab not in TEST_CELL_POINTS:
         raise SystemExit(f"unknown lab {lab!r}")
+    if sandboxed:
+        try:
+            require()
+        except SandboxUnavailable as error:
+            raise SystemExit(f"cannot grade: the OS sandbox for student code is not available: {error}. "
+                             "Grading without it (--no-sandbox) runs every submission with your rights.")
+        _warm_data()
     if not (course / "source" / lab / f"{lab}.ipynb").is_file():
         raise SystemExit(f"no source notebook {course / 'source' / lab / (lab + '.ipynb')}")
     out.mkdir(parents=True, exist_ok=True)
@@ -372,7 +423,7 @@ def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = 
     results: list[dict] = []
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {pool.submit(grade_one, lab, s, str(f), str(nb) if nb else None, notes, str(base), str(out),
-                               time_limit, keep_work): s for s, f, notes, nb in items}
+                               time_limit, keep_work, sandboxed): s for s, f, notes, nb in items}
         for future in as_completed(futures):
             student = futures[future]
             try:
@@ -382,24 +433,29 @@ def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = 
 
                 result = _unreadable(lab, Path("/nonexistent"), f"grader error: {type(error).__name__}: {error}",
                                      grader_error=True)
-                result.update(student=student, seconds=0.0)
+                result.update(student=student, seconds=0.0, sandboxed=sandboxed,
+                              notes=[] if sandboxed else [NOT_SANDBOXED])
             merge(gradebook, lab, base, result)
             results.append(result)
     results.sort(key=lambda r: r["student"])
     maximum = sum(TEST_CELL_POINTS[lab].values())
     with open(out / "grades.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["student", "lab", "check", "points", "max_points", "message"])
+        writer.writerow(["student", "lab", "check", "points", "max_points", "message", "sandbox"])
+        where = "bubblewrap" if sandboxed else "not sandboxed"
         for r in results:
             for c in r["checks"]:
-                writer.writerow([r["student"], lab, c["check"], f"{c['points']:g}", f"{c['max_points']:g}", c["message"]])
+                writer.writerow([r["student"], lab, c["check"], f"{c['points']:g}", f"{c['max_points']:g}", c["message"],
+                                 where])
             total = sum(c["points"] for c in r["checks"])
-            writer.writerow([r["student"], lab, "TOTAL", f"{total:g}", f"{maximum:g}", "; ".join(r.get("notes", []))])
+            writer.writerow([r["student"], lab, "TOTAL", f"{total:g}", f"{maximum:g}", "; ".join(r.get("notes", [])),
+                             where])
     totals = [sum(c["points"] for c in r["checks"]) for r in results]
     histogram(totals, maximum, out / "histogram.png")
-    print(f"{'student':24} {'points':>8}  seconds")
+    print(f"{'student':24} {'points':>8}  seconds" + ("" if sandboxed else "  (NOT SANDBOXED)"))
     for r, total in zip(results, totals):
-        print(f"{r['student'][:24]:24} {total:8.2f}  {r.get('seconds', 0):.1f}")
+        print(f"{r['student'][:24]:24} {total:8.2f}  {r.get('seconds', 0):.1f}" + ("" if sandboxed else
+                                                                                     "  not sandboxed"))
     print(f"{len(results)} submission(s) of {lab} graded; results in {out}")
     failed = [(r["student"], c) for r in results for c in r["checks"] if c.get("grader_error")]
     if failed:

@@ -1,7 +1,7 @@
 """nbgrader preprocessors of the trusted grading pipeline.
 
-``RobustExecute`` runs the notebook like nbgrader's Execute but survives a dead kernel or a cell
-timeout (the notebook keeps what ran). ``TrustedGrades`` (after Execute, before SaveAutoGrades)
+``RobustExecute`` runs the notebook like nbgrader's Execute, in the OS sandbox, and survives a dead
+kernel or a cell timeout (the notebook keeps what ran). ``TrustedGrades`` (after Execute, before SaveAutoGrades)
 replaces each ``test_*`` cell's outputs with the trusted check messages (a stdout stream) and the
 earned points (an execute_result: nbgrader's partial-credit convention), so nothing the student's
 kernel printed or raised decides a grade, and strips hidden-test regions from every cell.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nbformat.notebooknode import NotebookNode
 from nbformat.v4 import new_code_cell, new_output
-from traitlets import Float, Unicode
+from traitlets import Bool, Float, Unicode
 
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 
@@ -33,6 +33,14 @@ class RobustExecute(Execute):
     """
 
     total_seconds = Float(300.0, help="execution budget of the whole notebook").tag(config=True)
+    sandbox = Bool(True, help="run the kernel in the OS sandbox (autograder.grading.kernel)").tag(config=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.sandbox:  # after nbgrader's Execute, which sets its own kernel manager class
+            from autograder.grading.kernel import SandboxedKernelManager
+
+            self.kernel_manager_class = SandboxedKernelManager
 
     def preprocess(self, nb: NotebookNode, resources: dict, *args, **kwargs):
         self._stopped = ""

@@ -22,9 +22,12 @@ import autograder.grading.hidden  # noqa: F401  (registers the hidden checks)
 REPO = Path(__file__).resolve().parents[2]
 
 
-def default_limits() -> SandboxLimits:
+def default_limits(sandboxed: bool = True) -> SandboxLimits:
+    """The grader's limits of a check worker; ``sandboxed``: inside bubblewrap (required), else
+    with the worker's own in-process guards only."""
     return SandboxLimits(call_seconds=20, memory_bytes=4 << 30, cpu_seconds=300,
-                         deny_read=[str(REPO / "autograder"), str(REPO / "tests")])
+                         deny_read=[str(REPO / "autograder"), str(REPO / "tests")],
+                         os_sandbox="required" if sandboxed else "off")
 
 
 def _pack(lab: str, results: list[CheckResult], notes: list[str], error: str = "") -> dict:
@@ -62,13 +65,14 @@ def _order(lab, results):
     return sorted(results, key=lambda r: (order.index(r.check.function), r.check.hidden))
 
 
-def grade_submission(notebook: Path, lab: str, files: Path | None = None, workroot=None) -> dict:
+def grade_submission(notebook: Path, lab: str, files: Path | None = None, workroot=None,
+                     limits: SandboxLimits | None = None) -> dict:
     files = files or notebook.parent
     try:
         nb = _read_notebook(notebook)
     except SubmissionError as error:
         return _unreadable(lab, files, str(error))
-    return grade_notebook_dict(nb, lab, files, workroot=workroot)
+    return grade_notebook_dict(nb, lab, files, limits=limits, workroot=workroot)
 
 
 def _unreadable(lab: str, files: Path, error: str, grader_error: bool = False) -> dict:
