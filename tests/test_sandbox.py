@@ -262,3 +262,16 @@ def test_grading_without_the_sandbox_says_so_on_every_row(tmp_path):
     total = next(row for row in rows if row["check"] == "TOTAL")
     assert total["message"].startswith("not sandboxed")
     assert "NOT SANDBOXED" in run.stdout and "nobody" in run.stdout
+
+
+def test_students_check_their_work_with_the_graders_sandbox(tmp_path):
+    """``python -m labtools.checks`` on a saved solution: every public check passes, in the sandbox."""
+    sys.path.insert(0, str(Path(__file__).parent / "submissions"))
+    import build
+
+    path = build.write_submission(tmp_path / "me", "lab1_retrieval")
+    run = subprocess.run([sys.executable, "-m", "labtools.checks", str(path)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "public checks: 1.6/1.6 points" in run.stdout
+    assert "ran in the OS sandbox (bubblewrap)" in run.stdout

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from labtools.checks import sandbox
 from labtools.checks.engine import check_source, lab_of
 from labtools.checks.submission import SubmissionError, extract_from_notebook, _read_notebook
 
@@ -34,6 +35,9 @@ def main(argv=None) -> int:
         print(f"{r.check.id.ljust(width)}  {mark:6}  {r.earned:g}/{r.check.points:g}  {r.message}")
     earned, total = sum(r.earned for r in results), sum(r.check.points for r in results)
     print(f"public checks: {earned:g}/{total:g} points; the grader adds hidden checks")
+    reason = sandbox.unavailable_reason()
+    print("ran in the OS sandbox (bubblewrap), as the grader does" if reason is None
+          else f"ran without the OS sandbox ({reason}); the grader uses it")
     return 0 if all(r.passed for r in results) else 1
 
 
