@@ -14,6 +14,8 @@ semi-hard triplet baseline (:data:`DVML_SETTINGS`). Metrics
 against the 54,000 training images (all classes, also for a network that never saw two of them),
 overall and per class; on each test subset Recall@K (K = 1, 2, 4, ..., 32), NMI and F1 of k-means
 with as many clusters as classes, and mAP (every image a query against the others of its subset).
+All from float64 distances with fixed tie rules (:func:`score_features`), so that a re-measurement
+gives a card's numbers whatever the thread count.
 """
 
 from __future__ import annotations
@@ -268,21 +270,43 @@ def measure(net, dataset: str, root=None) -> dict:
     """The study's metrics of ``net`` on ``dataset`` (a key of :data:`DATASETS`), rounded to 6 digits.
 
     Returns {"p_at_1": float, "p_at_1_per_class": [10 floats], "seen": {...}, "unseen": {...}},
-    each subset's dict holding "p_at_1", "recall_at_k" ({K: float}), "nmi", "f1" and "map".
+    each subset's dict holding "p_at_1", "recall_at_k" ({K: float}), "nmi", "f1" and "map"; see
+    :func:`score_features`, which computes them from the network's features.
     """
     name = DATASETS[dataset]
     test_images, test_labels = load_images(name, train=False, root=root)
     train, _ = train_val_split(name, root=root)
     queries = extract_features(net, test_images, progress=False)  # [10000, D]
     references = extract_features(net, train.tensors[0], progress=False)  # [54000, D]
-    _, index = nearest(queries, references, 1)
-    correct = (train.tensors[1][index[:, 0]] == test_labels).double()  # [10000]
-    per_class = torch.zeros(NUM_CLASSES, dtype=torch.float64).index_add_(0, test_labels, correct)
-    per_class /= torch.bincount(test_labels, minlength=NUM_CLASSES)
+    return score_features(queries, test_labels, references, train.tensors[1])
+
+
+def score_features(queries, query_labels, references, reference_labels) -> dict:
+    """:func:`measure`'s scores of the test features ``queries`` [Q, D] (labels [Q], in
+    0..NUM_CLASSES-1) against the training features ``references`` [R, D] (labels [R]), rounded to
+    6 digits.
+
+    Deterministic: the same features give the same scores whatever ``torch.get_num_threads()``,
+    the load or the size of the chunks of queries. Every distance is computed from float64 copies
+    of the features. float32 distances are rounded to about 1e-7, and the two nearest training
+    images of a test image are often closer than that (of fashion_arcface_heldout's 10,000, 6 are
+    within 1e-7 of each other, 97 within 1e-6), so the order in which the BLAS or faiss sums the D
+    products, which changes with the thread count and the shape of the product, could swap them
+    (faiss did, for 1 test image in 10,000 between one and two threads); in float64 that order
+    moves a distance by about 1e-15. Ties are broken by fixed rules: the nearest training image is
+    the one of lowest index among those at the same distance (:func:`labtools.neighbors.nearest`,
+    torch backend), Recall@K does not rank a query's nearest positive below the items tied with
+    it, k-means takes the first center on ties, and mAP ranks tied items by index.
+    """
+    queries, references = queries.double(), references.double()
+    _, index = nearest(queries, references, 1, backend="torch")
+    correct = (reference_labels[index[:, 0]] == query_labels).double()  # [Q]
+    per_class = torch.zeros(NUM_CLASSES, dtype=torch.float64).index_add_(0, query_labels, correct)
+    per_class /= torch.bincount(query_labels, minlength=NUM_CLASSES)
     scores = {"p_at_1": correct.mean().item(), "p_at_1_per_class": per_class.tolist()}
     for subset, classes in SUBSETS.items():
-        keep = torch.isin(test_labels, torch.tensor(classes))
-        features, labels = queries[keep], test_labels[keep]
+        keep = torch.isin(query_labels, torch.tensor(classes))
+        features, labels = queries[keep], query_labels[keep]
         scores[subset] = {
             "p_at_1": correct[keep].mean().item(),
             "recall_at_k": {str(k): v for k, v in recall_at_k(features, labels, KS).items()},

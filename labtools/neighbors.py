@@ -17,6 +17,13 @@ rounding:
   Q x N >= :data:`FAISS_MIN_PAIRS` = 2^24 (1,000 queries against 16,777 items), torch otherwise.
   Below that the two take the same time; above it faiss is somewhat faster (1.2x for 1,000 x
   54,000 on two cores). float64 stays on torch, which keeps its precision; so do GPU tensors.
+
+Where a result is compared with one measured elsewhere (the study's cards), give float64 tensors:
+float32 distances are rounded to about 1e-7, and the order in which the BLAS or faiss sums a
+distance's D products, which changes with the thread count, can then swap two items closer than
+that (faiss's neighbours differ between one and two threads for 1 in 10,000 Fashion-MNIST test
+images against the training set); float64 moves a distance by about 1e-15, and exact ties go to
+the lower index.
 """
 
 import torch

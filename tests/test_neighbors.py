@@ -68,6 +68,24 @@ def test_the_k_th_place_tie_picks_the_lowest_index():
     assert nearest(query, items, 4)[1].tolist() == [[0, 3, 1, 2]]
 
 
+def test_float64_neighbours_do_not_depend_on_the_thread_count_or_the_chunks(monkeypatch):
+    query, items = rows(300, d=64, seed=9, dtype=torch.float64), rows(2000, d=64, seed=10, dtype=torch.float64)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        expected_dist, expected_index = nearest(query, items, 5, backend="torch")
+        for chunk in (neighbors.CHUNK_ELEMENTS, 13 * 2000):  # all 300 queries at once, then 13 at a time
+            monkeypatch.setattr(neighbors, "CHUNK_ELEMENTS", chunk)
+            for n in (2, 4):
+                torch.set_num_threads(n)
+                dist, index = nearest(query, items, 5)  # auto: float64 stays on torch
+                assert torch.equal(index, expected_index), (chunk, n)
+                # another shape of the product may sum in another order: the last bits differ
+                assert torch.allclose(dist, expected_dist, rtol=0, atol=1e-14), (chunk, n)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_faiss_gives_the_same_neighbours():
     pytest.importorskip("faiss")
     items, query = rows(200, seed=5), rows(40, seed=6)

@@ -2,14 +2,18 @@
 
 import hashlib
 import json
+from contextlib import contextmanager
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from autograder import evaluation
 from autograder.reference.lab5 import dvml_loss
 from autograder.unseen import (ALL_RUNS, DATASETS, DVML_RUNS, DVML_SETTINGS, HELD_OUT, KS, LAB5_DIR, LOSSES,
-                               OUT_DIR, RUNS, flat_scores, remeasure, rescore_run, table, train_run,
-                               training_set)
+                               OUT_DIR, RUNS, flat_scores, remeasure, rescore_run, score_features, table,
+                               train_run, training_set)
+from labtools import neighbors
 from labtools.dvml import DVML
 from labtools.models import EmbeddingNet, load_checkpoint
 
@@ -89,6 +93,64 @@ def test_the_table_is_the_cards():
     assert cells[4] == f"{card['scores']['unseen']['p_at_1']:.3f}"
     assert cells[5:5 + len(KS)] == [f"{card['scores']['unseen']['recall_at_k'][str(k)]:.3f}" for k in KS]
     assert cells[-1] == f"{card['scores']['unseen']['map']:.3f}"
+
+
+def clustered(per_class, noise, seed=0, d=16):
+    """(queries, their labels, references, theirs): unit float32 rows around one random center per
+    class, per_class[0] queries and per_class[1] references of each of the ten classes."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(10, d, generator=g)
+    out = []
+    for n in per_class:
+        labels = torch.arange(10).repeat_interleave(n)
+        out += [F.normalize(centers[labels] + noise * torch.randn(len(labels), d, generator=g), dim=1), labels]
+    return out
+
+
+@contextmanager
+def threads(n):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_scores_do_not_depend_on_the_thread_count_or_the_chunks(monkeypatch):
+    data = clustered((50, 300), noise=1.5)  # overlapping classes: many near-tied neighbours
+    with threads(1):
+        expected = score_features(*data)
+    assert 0.3 < expected["p_at_1"] < 0.95 and 0.1 < expected["seen"]["nmi"] < 0.9
+    for n in (2, 4):  # full_ranking_ap takes chunks of queries by thread count
+        with threads(n):
+            assert score_features(*data) == expected, n
+    monkeypatch.setattr(neighbors, "CHUNK_ELEMENTS", 7 * 3000)  # 7 test images a chunk, against 3,000
+    monkeypatch.setattr(evaluation, "CHUNK_ELEMENTS", 11 * 400)
+    with threads(2):
+        assert score_features(*data) == expected
+
+
+def test_nearest_training_image_ties_go_to_the_lowest_index_near_ties_are_measured_in_float64():
+    queries, query_labels, references, reference_labels = clustered((20, 20), noise=0.1)
+    assert score_features(queries, query_labels, references, reference_labels)["p_at_1_per_class"] == [1.0] * 10
+    e = torch.eye(16)
+    # test images 0 (class 0) and 20 (class 1) each on two training images at distance 0, the
+    # first of class 5, then 0 for image 0; of class 1, then 5 for image 20: the lower index wins
+    queries[0], queries[20] = e[2], e[3]
+    tied, tied_labels = torch.stack([e[2], e[2], e[3], e[3]]), torch.tensor([5, 0, 1, 5])
+    # test image 40 (class 2) against [1, 2e-4] (class 5) and [1, 1e-4] (class 2): 4e-8 and 1e-8
+    # away in float64, but both 0 in float32 (1 + 4e-8 rounds to 1), where the first would win
+    queries[40] = e[0]
+    near, near_labels = torch.stack([e[0] + 2e-4 * e[1], e[0] + 1e-4 * e[1]]), torch.tensor([5, 2])
+    assert (2 - 2 * F.normalize(near, dim=1) @ e[0]).tolist() == [0.0, 0.0]
+    references, reference_labels = torch.cat([tied, near, references]), torch.cat([tied_labels, near_labels,
+                                                                                   reference_labels])
+    scores = score_features(queries, query_labels, references, reference_labels)
+    assert scores["p_at_1_per_class"] == [0.95] + [1.0] * 9  # image 0 wrong, 20 and 40 right
+    swap = torch.tensor([1, 0, 3, 2] + list(range(4, len(references))))  # each tied pair the other way round
+    swapped = score_features(queries, query_labels, references[swap], reference_labels[swap])
+    assert swapped["p_at_1_per_class"] == [1.0, 0.95] + [1.0] * 8  # image 20 wrong, 0 and 40 right
 
 
 def test_flat_scores_name_every_number():
