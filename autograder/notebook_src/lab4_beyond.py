@@ -427,8 +427,9 @@ for run in tqdm(RUNS, desc="networks"):
     key = run.split("_")[0]
     query_labels = test_data[key][1][queries_of[key]]
     reference_labels = train_data[key][1][references_of[key]]
-    queries = extract_features(study[run], test_data[key][0][queries_of[key]], progress=False)
-    references = extract_features(study[run], train_data[key][0][references_of[key]], progress=False)
+    # float64 distances, as the cards': float32 ones would let the thread count swap near-tied neighbours
+    queries = extract_features(study[run], test_data[key][0][queries_of[key]], progress=False).double()
+    references = extract_features(study[run], train_data[key][0][references_of[key]], progress=False).double()
     neighbour_labels = reference_labels[nearest(queries, references, max(VOTES))[1]]  # [Q, 15]
     correct = (neighbour_labels[:, 0] == query_labels).double()  # [Q]
     scores = {
@@ -445,10 +446,11 @@ for run in tqdm(RUNS, desc="networks"):
 
 # %% [markdown]
 # Your numbers next to the cards': in full mode they must agree (the same images, the same
-# neighbours, the same k-means). With the cards' settings they agree up to the cards' rounding to
-# 6 digits; with other ones (more threads, another CPU, a GPU) the features and distances can
-# differ in their last digits, which can swap a few near-tied nearest neighbours: one swap changes
-# a class's P@1 by about 0.001 (one image of a class of 1,000).
+# neighbours, the same k-means). Both take float64 distances of the features, so the number of
+# threads does not change a neighbour: on the CPU the cards were measured on they agree up to the
+# cards' rounding to 6 digits. On another CPU or a GPU the features themselves can differ in
+# their last digits, which can swap a few near-tied nearest neighbours: one swap changes a
+# class's P@1 by about 0.001 (one image of a class of 1,000).
 
 # %%
 def card_differences(mine, card):
