@@ -2,8 +2,9 @@
 
 ``python -m autograder release --out DIR`` writes ``DIR/metric-lab-student/`` and a zip of it.
 What goes in is listed in :data:`INCLUDE`; nothing of ``autograder/`` (reference solutions,
-source notebooks, reference outputs, hidden checks) is copied. ``tests/test_release.py`` builds
-the bundle and searches it for leaks.
+source notebooks, reference outputs, hidden checks) is copied, nor the instructor's copy of a
+graded deliverable (:data:`GRADED_DELIVERABLES`). ``tests/test_release.py`` builds the bundle and
+searches it for leaks.
 """
 
 from __future__ import annotations
@@ -17,6 +18,24 @@ BUNDLE = "metric-lab-student"
 INCLUDE = ("notebooks", "labtools", "models", "environment.yml", "requirements.txt")
 #: File patterns never copied, whatever folder they are in.
 EXCLUDE = ("__pycache__", "*.pyc", "*.train.pt", "*.tmp", ".ipynb_checkpoints")
+#: The instructor's copies of what a lab grades as a deliverable, the one list of them (paths in the
+#: repository): Lab 2's triplet_net.pt is graded by its mAP, and the course's own network trained
+#: the same way, submitted as is, would earn every point. Never in the bundle, with the files
+#: training leaves beside them (``<name>.train.pt``, ``<name>.best.pt``); their cards (``.json``,
+#: which the notebooks read) stay. The grader hides them from sandboxed code too.
+GRADED_DELIVERABLES = ("models/mnist_triplet.pt",)
+
+
+def deliverable_excluded(relative: str) -> bool:
+    """Whether the repository path ``relative`` is a graded deliverable or a file training leaves beside one."""
+    for deliverable in GRADED_DELIVERABLES:
+        folder, _, name = deliverable.rpartition("/")
+        stem = name[: -len(".pt")]
+        parent, _, candidate = relative.rpartition("/")
+        if parent == folder and (candidate == name or (candidate.startswith(stem + ".") and candidate.endswith(".pt"))):
+            return True
+    return False
+
 
 STUDENT_README = """\
 # metric-lab: student kit
@@ -72,11 +91,17 @@ def build(out: Path) -> Path:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
+    patterns = shutil.ignore_patterns(*EXCLUDE)
+
+    def ignore(folder, names):
+        relative = Path(folder).relative_to(REPO).as_posix()
+        return set(patterns(folder, names)) | {n for n in names if deliverable_excluded(f"{relative}/{n}")}
+
     for name in INCLUDE:
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns(*EXCLUDE))
-        else:
+            shutil.copytree(source, target / name, ignore=ignore)
+        elif not deliverable_excluded(name):
             shutil.copy2(source, target / name)
     (target / "README.md").write_text(STUDENT_README)
     (target / "pyproject.toml").write_text(PYPROJECT)

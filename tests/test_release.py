@@ -84,6 +84,7 @@ def test_bundle_has_what_students_need(bundle):
     for path in ("notebooks/lab1_retrieval.ipynb", "notebooks/lab2_triplet.ipynb", "notebooks/lab3_smoothap.ipynb",
                  "notebooks/lab4_beyond.ipynb", "labtools/__init__.py",
                  "labtools/checks/__init__.py", "models/mnist_classifier.pt", "models/mnist_classifier.json",
+                 "models/mnist_triplet.json",
                  "environment.yml", "requirements.txt", "README.md", "pyproject.toml"):
         assert (root / path).is_file(), path
         assert f"{release.BUNDLE}/{path}" in names
@@ -94,6 +95,41 @@ def test_bundle_has_what_students_need(bundle):
              and not p.name.endswith((".train.pt", ".tmp"))] if (REPO / "models" / "lab4").is_dir() else []
     for path in study:
         assert f"{release.BUNDLE}/models/lab4/{path.name}" in names, path.name
+
+
+def test_bundle_has_no_graded_deliverable(bundle):
+    """No instructor copy of a graded deliverable (Lab 2's mnist_triplet.pt would earn every checkpoint
+    point as triplet_net.pt), under its name or any other: no file of the bundle has its bytes, no
+    checkpoint its weights. Its card, which the notebook reads, ships."""
+    import torch
+
+    root, names = bundle
+    assert "models/mnist_triplet.pt" in release.GRADED_DELIVERABLES
+    deliverables = [REPO / d for d in release.GRADED_DELIVERABLES]
+    assert all(d.is_file() for d in deliverables), deliverables  # the search below looks for something real
+    for deliverable in release.GRADED_DELIVERABLES:
+        stem = deliverable[: -len(".pt")]
+        assert not [n for n in names if n.startswith(f"{release.BUNDLE}/{stem}.") and n.endswith(".pt")], deliverable
+        assert f"{release.BUNDLE}/{stem}.json" in names  # the card stays
+    digests = {hashlib.sha256(d.read_bytes()).hexdigest(): d for d in deliverables}
+    weights = [torch.load(d, weights_only=True)["state_dict"] for d in deliverables]
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        assert hashlib.sha256(path.read_bytes()).hexdigest() not in digests, path
+        if path.suffix == ".pt":
+            state = torch.load(path, weights_only=True).get("state_dict", {})
+            for theirs in weights:
+                assert not (state.keys() == theirs.keys() and all(torch.equal(state[k], theirs[k]) for k in state)), path
+
+
+def test_deliverables_and_files_training_leaves_beside_them_are_excluded():
+    assert release.deliverable_excluded("models/mnist_triplet.pt")
+    assert release.deliverable_excluded("models/mnist_triplet.train.pt")
+    assert release.deliverable_excluded("models/mnist_triplet.best.pt")
+    assert not release.deliverable_excluded("models/mnist_triplet.json")
+    assert not release.deliverable_excluded("models/mnist_classifier.pt")
+    assert not release.deliverable_excluded("models/lab4/mnist_triplet.pt")
 
 
 def test_bundle_has_no_solution_or_hidden_test_marker(bundle):
