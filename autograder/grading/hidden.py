@@ -2,7 +2,9 @@
 
 Fixed inputs come with stored reference outputs (``autograder/reference_outputs/<lab>.pt``,
 written by ``python -m autograder.grading.reference_outputs``); fresh random inputs are drawn at
-grading time and compared with the reference computed here, in the grader's process.
+grading time and compared with the reference computed here, in the grader's process. Both are
+built so that margins and ties matter (:func:`fixed_inputs`); tests/test_hidden_strength.py
+proves that every typical mistake loses points on them.
 """
 
 from __future__ import annotations
@@ -28,22 +30,35 @@ MAP_STEPS = ((0.90, 1.0), (0.95, 0.75), (0.98, 0.75))
 
 
 def fixed_inputs() -> dict[str, dict[str, list]]:
-    """The fixed inputs of the hidden checks: ``{function: {"args": [...], "kwargs": {...}}}``."""
+    """The fixed inputs of the hidden checks: ``{function: {"args": [...], "kwargs": {...}}}``.
+
+    Feature rows are clustered (:func:`clustered_rows`): distances within and
+    between groups are comparable to the margins, some labels disagree with the groups (negatives
+    next to their anchors) and some rows are exact copies of others (exact ties), so that a margin
+    left out, an anchor or query counted as its own positive, or a strict inequality made loose
+    changes the result. On random unit rows in 16 dimensions none of these would: every pair is at
+    a squared distance of about 2.
+    """
     images, labels = synthetic_images(12, 4, 21)
     g = torch.Generator().manual_seed(22)
+    rows = clustered_rows(torch.arange(26) % 3, 8, 0.5, 23, duplicates=5)
+    ap_labels = torch.randint(0, 4, (31,), generator=g)
+    ap_labels[:2] = torch.tensor([2, 0])  # the query's label occurs, and another one does too
+    smooth_labels = torch.tensor([0] * 8 + [1] * 6 + [2] * 6 + [3] * 6 + [4])
     return {
-        "distances": {"args": [unit_rows(7, 16, 23), unit_rows(19, 16, 24)], "kwargs": {}},
-        "evaluate_AP": {"args": [torch.rand(31, generator=g), torch.randint(0, 4, (31,), generator=g), 2],
-                        "kwargs": {}},
+        "distances": {"args": [rows[:7], rows[7:]], "kwargs": {}},
+        # distances on 8 levels: many ties, which keep their order (a stable sort)
+        "evaluate_AP": {"args": [torch.randint(0, 8, (31,), generator=g) / 8, ap_labels, 2], "kwargs": {}},
         "evaluate_mAP": {"args": [{"__spec__": "convnet", "seed": 25},
                                   {"__spec__": "dataset", "images": images, "labels": labels}],
                          "kwargs": {"num_queries": 10}},
-        "triplet_loss": {"args": [unit_rows(24, 16, 26), torch.arange(24) % 5], "kwargs": {"alpha": 0.3,
-                                                                                           "num_anchors": 7}},
+        "triplet_loss": {"args": clustered_batch(24, 8, 3, 5, 0.5, 26, duplicates=4),
+                         "kwargs": {"alpha": 0.3, "num_anchors": 7}},
         # an unbalanced batch with a singleton class (a query without positives)
-        "smooth_ap_loss": {"args": [unit_rows(27, 16, 27), torch.tensor([0] * 8 + [1] * 6 + [2] * 6 + [3] * 6 + [4])],
+        "smooth_ap_loss": {"args": [clustered_rows(smooth_labels % 3, 8, 0.6, 27, duplicates=3), smooth_labels],
                            "kwargs": {"tau": 0.05}},
-        "recall_at_k": {"args": [unit_rows(40, 8, 28), torch.arange(40) % 6], "kwargs": {"ks": (1, 2, 4, 8, 16, 32)}},
+        "recall_at_k": {"args": clustered_batch(40, 8, 6, 6, 0.5, 28, duplicates=8),
+                        "kwargs": {"ks": (1, 2, 4, 8, 16, 32)}},
         "nmi": {"args": list(tight_clusters(5, 8, 29)), "kwargs": {}},
         "f1": {"args": list(tight_clusters(4, 9, 30)), "kwargs": {}},
         "norm_softmax_loss": {"args": [unit_rows(20, 8, 31), torch.arange(20) % 7, unit_rows(7, 8, 32)],
@@ -53,10 +68,94 @@ def fixed_inputs() -> dict[str, dict[str, list]]:
         "kl_divergence": {"args": [unit_rows(9, 6, 35) * 2, unit_rows(9, 6, 36)], "kwargs": {}},
         "reparameterize": {"args": [unit_rows(9, 6, 37), unit_rows(9, 6, 38)],
                            "kwargs": {"generator": {"__spec__": "generator", "seed": 39}}},
-        "semihard_triplets": {"args": [unit_rows(18, 4, 40), torch.arange(18) % 4], "kwargs": {"margin": 0.3}},
-        "semihard_triplet_loss": {"args": [unit_rows(18, 4, 41), torch.arange(18) % 4], "kwargs": {"margin": 0.3}},
+        "semihard_triplets": {"args": clustered_batch(18, 8, 3, 4, 0.5, 40, duplicates=4), "kwargs": {"margin": 0.3}},
+        "semihard_triplet_loss": {"args": clustered_batch(18, 8, 3, 4, 0.5, 41, duplicates=4),
+                                  "kwargs": {"margin": 0.3}},
         "dvml_loss": {"args": dvml_inputs(12, 16, 4, 42), "kwargs": {"lambdas": (0.5, 1.0, 2.0, 1.5), "margin": 0.3}},
     }
+
+
+def clustered_rows(groups: torch.Tensor, d: int, spread: float, seed: int, duplicates: int = 0) -> torch.Tensor:
+    """Unit rows ``[N, d]`` on the grid of :func:`on_grid`, row i near the random unit centre of
+    ``groups[i]`` (plus Gaussian noise of norm about ``spread``, then normalized: two rows of a group
+    are at a squared distance of about 2 spread^2 / (1 + spread^2), 0.4 at spread 0.5);
+    ``duplicates`` seeded rows are then replaced by exact copies of other rows, whatever their groups:
+    exact ties, also between items of two labels."""
+    g = torch.Generator().manual_seed(seed)
+    groups = torch.as_tensor(groups)
+    centers = torch.nn.functional.normalize(torch.randn(int(groups.max()) + 1, d, generator=g), dim=1)
+    noise = spread / d ** 0.5 * torch.randn(len(groups), d, generator=g)
+    rows = on_grid(torch.nn.functional.normalize(centers[groups] + noise, dim=1), g)
+    if duplicates:
+        order = torch.randperm(len(groups), generator=g)
+        rows[order[:duplicates]] = rows[order[duplicates:2 * duplicates]]
+    return rows
+
+
+GRID = 16
+
+
+def on_grid(rows: torch.Tensor, generator: torch.Generator, reach: int = 3) -> torch.Tensor:
+    """Unit rows near ``rows`` ``[N, d]`` (unit, d >= 8) whose coordinates are multiples of 1 / GRID and
+    whose squared norms are exactly 1.
+
+    Every product of two coordinates is then a multiple of 1 / GRID^2 and every dot product, norm and
+    distance of such rows is computed exactly in float32, whatever the order of the sums: two copies
+    of a row are at exactly the same distance from a third row in any implementation (with arbitrary
+    unit rows a matrix-vector product can round the two differently, and a tie the reference sees
+    would not be one for a correct student function). Each row is rounded to the grid, then two of
+    its coordinates are moved by at most ``reach`` steps each (one of them possibly by none) to the
+    closest point of squared norm exactly 1 (a row whose rounding has none is moved slightly and
+    rounded again)."""
+    steps = torch.arange(-reach, reach + 1, dtype=torch.float64)
+    rows, d = rows.double(), rows.shape[1]
+    grid = torch.full_like(rows, torch.nan)
+    for _ in range(20):
+        todo = grid.isnan().any(dim=1)
+        if not todo.any():
+            return grid.float()
+        target = rows[todo] * GRID  # [M, d]
+        a = torch.round(target)
+        gain = (a[:, :, None] + steps) ** 2 - a[:, :, None] ** 2  # [M, d, S]: change of the squared norm
+        drift = (a[:, :, None] + steps - target[:, :, None]) ** 2 - (a - target)[:, :, None] ** 2  # [M, d, S]
+        # coordinates i < j moved by steps s and t; a single coordinate moved: t = 0 (steps[reach] == 0)
+        norm = (a * a).sum(dim=1)[:, None, None, None, None] + gain[:, :, None, :, None] + gain[:, None, :, None, :]
+        cost = drift[:, :, None, :, None] + drift[:, None, :, None, :]
+        pairs = torch.ones(d, d, dtype=torch.bool).triu(1)[None, :, :, None, None]
+        cost = torch.where((norm == GRID * GRID) & pairs, cost, torch.inf).reshape(len(a), -1)  # [M, d d S S]
+        best = cost.argmin(dim=1)
+        found = cost.gather(1, best[:, None]).squeeze(1).isfinite()
+        i, j, s, t = torch.unravel_index(best, (d, d, len(steps), len(steps)))
+        rowsel = torch.arange(len(a))
+        a[rowsel, i] += torch.where(found, steps[s], 0.0)
+        a[rowsel, j] += torch.where(found, steps[t], 0.0)
+        snapped = torch.where(found[:, None], a / GRID, torch.nan)
+        grid[todo] = snapped
+        # a row whose rounding has no point of norm 1 within reach is moved slightly and rounded again
+        retry = todo.clone()
+        retry[todo] = ~found
+        rows[retry] = torch.nn.functional.normalize(
+            rows[retry] + 0.5 / GRID * torch.randn(int(retry.sum()), d, generator=generator, dtype=rows.dtype), dim=1)
+    raise ValueError("no grid point of norm 1 found near a row")
+
+
+def clustered_batch(n: int, d: int, clusters: int, classes: int, spread: float, seed: int,
+                    duplicates: int = 0) -> list[torch.Tensor]:
+    """``[features, labels]`` of a batch of ``n`` rows in ``clusters`` groups (:func:`clustered_rows`);
+    a label is the row's group, except for a seeded third drawn from ``classes`` labels: those rows
+    are negatives within their group, next to its anchors. The first two rows have label 0 (an
+    anchor with a positive); the last row is a copy of the first and the one before a copy of the
+    second, both with label 1: negatives of that anchor at distance 0 and tied with its positive."""
+    g = torch.Generator().manual_seed(seed + 1)
+    groups = torch.randint(0, clusters, (n,), generator=g)
+    groups[:2] = 0
+    labels = groups.clone()
+    relabel = torch.rand(n, generator=g) < 1 / 3
+    relabel[:2] = False
+    labels[relabel] = torch.randint(0, classes, (int(relabel.sum()),), generator=g)
+    rows = clustered_rows(groups, d, spread, seed, duplicates)
+    rows[-2:], labels[-2:] = rows[[1, 0]], 1
+    return [rows, labels]
 
 
 def dvml_inputs(b: int, f: int, d: int, seed: int) -> list[torch.Tensor]:
@@ -70,15 +169,31 @@ def dvml_inputs(b: int, f: int, d: int, seed: int) -> list[torch.Tensor]:
     return [features, mu, logvar, unit_rows(b, d, seed), z_var, reconstruction, labels]
 
 
-def tight_clusters(clusters: int, per_cluster: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows ``[clusters * per_cluster, 16]`` in tight groups around random unit centres (any k-means
-    finds the groups), and labels ``[N]``: the group, except for a seeded quarter relabelled at random."""
+def tight_clusters(clusters: int, per_cluster: int | list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``[N, 16]`` in tight groups of ``per_cluster`` rows (a number, or one per group) around
+    random unit centres (any k-means finds the groups), and labels ``[N]``: the group, except for a
+    seeded quarter relabelled at random and at least one row given the next group's label, every
+    label used, the counts of the labels unlike the sizes of the groups (their entropies differ)."""
     g = torch.Generator().manual_seed(seed)
-    centers = unit_rows(clusters, 16, seed).repeat_interleave(per_cluster, dim=0)
+    sizes = torch.as_tensor(per_cluster).expand(clusters)
+    groups = torch.arange(clusters).repeat_interleave(sizes)
+    centers = unit_rows(clusters, 16, seed)[groups]
     features = torch.nn.functional.normalize(centers + 0.01 * torch.randn(centers.shape, generator=g), dim=1)
-    labels = torch.arange(clusters).repeat_interleave(per_cluster)
+    labels = groups.clone()
     relabel = torch.rand(len(labels), generator=g) < 0.25
     labels[relabel] = torch.randint(0, clusters, (int(relabel.sum()),), generator=g)
+    moved = int(torch.randint(0, len(labels), (1,), generator=g))
+    labels[moved] = (groups[moved] + 1) % clusters
+    for _ in range(100):  # every label used (k-means looks for as many clusters), counts unlike the groups' sizes
+        counts = torch.bincount(labels, minlength=clusters)
+        if (counts == 0).any():
+            empty = int((counts == 0).nonzero()[0])
+            labels[int((groups == empty).nonzero()[0])] = empty
+        elif sorted(counts.tolist()) == sorted(sizes.tolist()):
+            moved = int(torch.randint(0, len(labels), (1,), generator=g))
+            labels[moved] = (labels[moved] + 1) % clusters
+        else:
+            break
     return features, labels
 
 
@@ -186,30 +301,42 @@ def _compare(function: str, value, expected, where: str) -> tuple[bool, str]:
 
 
 def _random_inputs(function: str, rng: random.Random):
+    """Fresh inputs of ``function``: clustered rows with exact ties (:func:`clustered_batch`),
+    distances on a few levels (evaluate_AP), margins drawn among 0.1 ... 1."""
     seed = rng.randrange(1 << 30)
     g = torch.Generator().manual_seed(seed)
     if function == "distances":
-        q, n, d = rng.randint(2, 12), rng.randint(5, 40), rng.choice([8, 16, 32])
-        return [unit_rows(q, d, seed), unit_rows(n, d, seed + 1)], {}
+        q, n, d = rng.randint(2, 12), rng.randint(5, 40), rng.choice([8, 16])
+        rows = clustered_rows(torch.randint(0, rng.randint(1, 4), (q + n,), generator=g), d, rng.uniform(0.2, 1.2),
+                              seed, duplicates=rng.randint(0, (q + n) // 4))
+        return [rows[:q], rows[q:]], {}
     if function == "evaluate_AP":
-        n = rng.randint(10, 60)
-        return [torch.rand(n, generator=g), torch.randint(0, 4, (n,), generator=g), rng.randrange(4)], {}
+        n, levels = rng.randint(10, 60), rng.randint(3, 12)
+        labels = torch.randint(0, 4, (n,), generator=g)
+        query = rng.randrange(4)
+        labels[rng.randrange(n)] = query  # at least one relevant item
+        return [torch.randint(0, levels, (n,), generator=g) / levels, labels, query], {}
     if function == "triplet_loss":
-        b = rng.randint(10, 40)
-        return [unit_rows(b, 16, seed), torch.randint(0, 5, (b,), generator=g)], {
-            "alpha": rng.choice([0.2, 0.5, 1.0]), "num_anchors": rng.randint(3, 10)}
+        b, clusters = rng.randint(10, 40), rng.randint(2, 4)
+        return clustered_batch(b, rng.choice([8, 16]), clusters, clusters + rng.randint(0, 2),
+                               rng.uniform(0.3, 0.8), seed, duplicates=rng.randint(1, b // 5)), {
+            "alpha": rng.choice([0.1, 0.2, 0.5, 1.0]), "num_anchors": rng.randint(3, 10)}
     if function == "smooth_ap_loss":  # balanced batches (P classes x K images, shuffled) as in training
         classes, per_class = rng.randint(2, 6), rng.randint(2, 6)
         labels = torch.arange(classes).repeat_interleave(per_class)
         labels = labels[torch.randperm(len(labels), generator=g)]
-        return [unit_rows(len(labels), 16, seed), labels], {"tau": rng.choice([0.01, 0.05, 0.1])}
+        groups = labels % rng.randint(1, max(1, classes - 1))  # several classes share a group: they overlap
+        rows = clustered_rows(groups, rng.choice([8, 16]), rng.uniform(0.4, 1.2), seed,
+                              duplicates=rng.randint(0, len(labels) // 4))
+        return [rows, labels], {"tau": rng.choice([0.01, 0.05, 0.1])}
     if function == "recall_at_k":
-        n = rng.randint(12, 60)
-        labels = torch.randint(0, rng.randint(2, 6), (n,), generator=g)
-        labels[:2] = labels[0]  # at least one query has a positive
-        return [unit_rows(n, 8, seed), labels], {"ks": tuple(k for k in (1, 2, 4, 8, 16, 32) if k < n)}
+        n, clusters = rng.randint(12, 60), rng.randint(2, 6)
+        features, labels = clustered_batch(n, rng.choice([8, 16]), clusters, clusters, rng.uniform(0.3, 0.8),
+                                           seed, duplicates=rng.randint(1, n // 4))
+        return [features, labels], {"ks": tuple(k for k in (1, 2, 4, 8, 16, 32) if k < n)}
     if function in ("nmi", "f1"):
-        return list(tight_clusters(rng.randint(2, 6), rng.randint(3, 10), seed)), {}
+        clusters = rng.randint(2, 6)
+        return list(tight_clusters(clusters, [rng.randint(3, 10) for _ in range(clusters)], seed)), {}
     if function in ("norm_softmax_loss", "arcface_loss"):
         b, c = rng.randint(4, 40), rng.randint(2, 10)
         # temperatures below 1: at 1 a loss that ignores the temperature would pass
@@ -220,9 +347,9 @@ def _random_inputs(function: str, rng: random.Random):
         b, d = rng.randint(2, 20), rng.randint(1, 8)
         return [torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)], {}
     if function in ("semihard_triplets", "semihard_triplet_loss"):
-        b = rng.randint(6, 30)
-        return [unit_rows(b, rng.choice([2, 4, 8]), seed), torch.randint(0, rng.randint(2, 5), (b,), generator=g)], {
-            "margin": rng.choice([0.1, 0.2, 0.5, 1.0])}
+        b, clusters = rng.randint(10, 30), rng.randint(2, 4)
+        return clustered_batch(b, rng.choice([8, 16]), clusters, clusters + 1, rng.uniform(0.3, 0.8), seed,
+                               duplicates=rng.randint(1, b // 4)), {"margin": rng.choice([0.1, 0.2, 0.5, 1.0])}
     if function == "dvml_loss":
         return dvml_inputs(rng.randint(6, 24), rng.choice([8, 16]), rng.choice([2, 4]), seed), {
             "lambdas": tuple(rng.choice([0.0, 0.5, 1.0, 2.0]) for _ in range(4)), "margin": rng.choice([0.2, 0.5])}

@@ -51,6 +51,12 @@ MISTAKES = {
         # the query is its own nearest neighbour: every Recall@K is 1
         "recall_query_included": ([("dist.fill_diagonal_(math.inf)  # a query is not its own neighbour", "")],
                                   _RECALL_VALUES),
+        # items tied with the nearest positive push it down (the hidden inputs have exact ties)
+        "recall_ties_count_against": ([("rank = 1 + (dist < nearest_positive[:, None]).sum(dim=1)",
+                                        "rank = 1 + (dist < nearest_positive[:, None]).sum(dim=1)"
+                                        " + ((dist == nearest_positive[:, None]) & ~same).sum(dim=1)")],
+                                      {"recall_at_k.hand_example", "recall_at_k.hidden_fixed",
+                                       "recall_at_k.hidden_random"}),
         # NMI normalized by the larger entropy: the public examples have equal entropies, only the hidden checks see it
         "nmi_max_normalization": ([("(mutual_information / ((h_labels + h_clusters) / 2))",
                                     "(mutual_information / torch.maximum(h_labels, h_clusters))")],
@@ -87,6 +93,10 @@ MISTAKES = {
         "hard_negatives_too": ([(" & (an > ap) & ", " & ")],
                                {"semihard_triplets.hand_example", "semihard_triplets.margin",
                                 "semihard_triplets.hidden_fixed", "semihard_triplets.hidden_random"} | _SEMIHARD_LOSS),
+        # a negative exactly as far as the positive taken as semi-hard: only inputs with exact ties see it
+        "semihard_ties_included": ([("(an > ap)", "(an >= ap)")],
+                                   {"semihard_triplets.hidden_fixed", "semihard_triplets.hidden_random",
+                                    "semihard_triplet_loss.hidden_fixed", "semihard_triplet_loss.hidden_random"}),
         "hinges_summed": ([("return hinge.sum() / max(len(a), 1)", "return hinge.sum()")], _SEMIHARD_LOSS),
         "reconstruction_summed": ([('"reconstruction": F.mse_loss(reconstruction, features.detach()),',
                                     '"reconstruction": F.mse_loss(reconstruction, features.detach(), reduction="sum"),')],
