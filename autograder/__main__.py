@@ -65,7 +65,7 @@ def main(argv=None) -> int:
 
         from autograder.grading.trusted import default_limits, grade_submission
         from labtools.checks.engine import lab_of
-        from labtools.checks.sandbox import SandboxUnavailable, require
+        from labtools.sandbox import SandboxUnavailable, require
 
         path = Path(args.notebook)
         if not path.is_file():

@@ -32,6 +32,7 @@ except ImportError:  # Windows: no lock; the caches' atomic renames alone keep t
 import torch
 from torch.utils.data import Sampler, TensorDataset
 
+from labtools.paths import CACHE_ROOT, DEFAULT_DATA_ROOT, resolve_data_root
 from labtools.runtime import retain_freed_memory
 from labtools.validate import check_positive_int
 
@@ -63,11 +64,8 @@ RAW_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 
-_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metric-lab"
-#: Where the data goes when neither an argument nor ``LABTOOLS_DATA`` names a folder.
-DEFAULT_DATA_ROOT = _CACHE / "data"
 #: Writable folder where archives of a read-only root are linked and extracted.
-STAGING_ROOT = _CACHE / "staged"
+STAGING_ROOT = CACHE_ROOT / "staged"
 
 #: Prefix of the temporary names that writers of the caches build under and rename into place.
 _TMP = ".tmp-"
@@ -84,16 +82,6 @@ SPLIT_SEED = 0
 
 class DataNotFoundError(FileNotFoundError):
     """The raw files of a dataset are neither on disk nor downloadable."""
-
-
-def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
-    """Return the data root: ``root`` if given, else ``$LABTOOLS_DATA``, else the default folder."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("LABTOOLS_DATA")
-    if env:
-        return Path(env).expanduser()
-    return DEFAULT_DATA_ROOT
 
 
 def _check_name(name: str) -> str:

@@ -1,4 +1,4 @@
-"""Where the shipped checkpoints are: one answer, whatever folder a notebook runs from.
+"""Where the kit's files are: the shipped checkpoints, the data root and the cache folder.
 
 A lab notebook may run from ``notebooks/``, from the course's ``autograder/course/source/<lab>/``,
 from ``autograder/course/autograded/<student>/<lab>/`` or from a student's unpacked bundle, so
@@ -10,10 +10,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["MARKER", "models_dir", "model_path"]
+__all__ = ["MARKER", "CACHE_ROOT", "DEFAULT_DATA_ROOT", "models_dir", "model_path", "resolve_data_root"]
 
 #: The file whose presence marks a folder as the kit's ``models/`` folder.
 MARKER = "mnist_classifier.json"
+#: The kit's cache folder: ``$XDG_CACHE_HOME/metric-lab`` (default ``~/.cache/metric-lab``).
+CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metric-lab"
+#: Where the data goes when neither an argument nor ``LABTOOLS_DATA`` names a folder.
+DEFAULT_DATA_ROOT = CACHE_ROOT / "data"
+
+
+def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+    """Return the data root: ``root`` if given, else ``$LABTOOLS_DATA``, else the default folder."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("LABTOOLS_DATA")
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_DATA_ROOT
 
 
 def _package_models() -> Path:

@@ -32,7 +32,7 @@ from nbformat.v4 import new_code_cell
 sys.path.insert(0, str(Path(__file__).parent / "submissions"))
 import build  # noqa: E402
 
-from labtools.checks import sandbox  # noqa: E402
+from labtools import sandbox  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = Path(__file__).parent / "submissions" / "hostile"
@@ -160,8 +160,8 @@ def graded(tmp_path_factory):
         before = digest_tree(REPO), digest_tree(submissions), digest_tree(canary)
         env = {**os.environ, "PYTHONPATH": str(REPO), "METRIC_LAB_SECRET": SECRET}
         run = subprocess.run([sys.executable, "-m", "autograder", "grade", LAB, str(submissions), "--out", str(out),
-                              "--jobs", "2", "--time-limit", "150", "--keep-work"], cwd=root, env=env, capture_output=True, text=True,
-                             timeout=1500)
+                              "--jobs", "2", "--time-limit", "150", "--keep-work"], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=1500)
         after = digest_tree(REPO), digest_tree(submissions), digest_tree(canary)
     finally:
         listener.close()
@@ -188,8 +188,8 @@ def feedback_text(out: Path, student: str) -> str:
 
 def printed(out: Path, student: str) -> str:
     """What the student's cells printed, as its feedback page shows it (the cells' code left out)."""
-    blocks = re.findall(r'class="output_subarea output_stream[^"]*"[^>]*>\s*<pre>(.*?)</pre>', feedback_text(out, student),
-                        re.S)
+    page = feedback_text(out, student)
+    blocks = re.findall(r'class="output_subarea output_stream[^"]*"[^>]*>\s*<pre>(.*?)</pre>', page, re.S)
     return html.unescape(re.sub(r"<[^>]+>", "", "\n".join(blocks)))
 
 

@@ -1,4 +1,4 @@
-"""The OS sandbox (labtools/checks/sandbox.py) and the sandboxed autograde kernel (autograder/grading/kernel.py).
+"""The OS sandbox (labtools/sandbox.py) and the sandboxed autograde kernel (autograder/grading/kernel.py).
 
 Each test runs a small Python program inside a :class:`Jail` and looks at what it could see, write
 and reach. Skipped where bubblewrap cannot run.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from labtools.checks import sandbox
+from labtools import sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 

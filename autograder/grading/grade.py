@@ -399,7 +399,7 @@ def histogram(totals: list[float], maximum: float, path: Path) -> None:
 def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = COURSE,
           time_limit: float = 600.0, keep_work: bool = False, sandboxed: bool = True) -> list[dict]:
     from labtools.checks.registry import TEST_CELL_POINTS
-    from labtools.checks.sandbox import SandboxUnavailable, require
+    from labtools.sandbox import SandboxUnavailable, require
 
     skip_slow_optional_imports()  # before the pool's workers fork and import nbformat
     out, submissions, course = Path(out).resolve(), Path(submissions).resolve(), Path(course).resolve()
@@ -445,8 +445,8 @@ def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = 
         where = "bubblewrap" if sandboxed else "not sandboxed"
         for r in results:
             for c in r["checks"]:
-                writer.writerow([r["student"], lab, c["check"], f"{c['points']:g}", f"{c['max_points']:g}", c["message"],
-                                 where])
+                writer.writerow([r["student"], lab, c["check"], f"{c['points']:g}", f"{c['max_points']:g}",
+                                 c["message"], where])
             total = sum(c["points"] for c in r["checks"])
             writer.writerow([r["student"], lab, "TOTAL", f"{total:g}", f"{maximum:g}", "; ".join(r.get("notes", [])),
                              where])

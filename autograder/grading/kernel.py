@@ -1,7 +1,7 @@
 """The autograde kernel inside the OS sandbox: a jupyter_client kernel manager.
 
 :class:`SandboxedKernelManager` starts the notebook's kernel inside bubblewrap
-(:class:`labtools.checks.sandbox.Jail`). The kernel talks to nbgrader over jupyter_client's
+(:class:`labtools.sandbox.Jail`). The kernel talks to nbgrader over jupyter_client's
 ``ipc`` transport: its connection file and its sockets live in a private folder, the only
 folder of the grader's disk it can write, so it needs no network. Its working directory (the
 autograded copy of the submission) is a size-limited tmpfs in which the submitted files are bound
@@ -23,8 +23,7 @@ from pathlib import Path
 from jupyter_client import AsyncKernelManager
 from traitlets import Int, List, Unicode
 
-from labtools.checks import sandbox
-from labtools.checks.engine import _disk_usage, jailed_env, shared_inputs, worker_env
+from labtools import sandbox
 
 #: Bytes the kernel may leave in its connection folder before it is stopped.
 RUNTIME_BYTES = 16 << 20
@@ -47,11 +46,11 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         workdir = Path(kw.get("cwd") or os.getcwd())
-        env = {**worker_env(), "LABTOOLS_FAST": os.environ.get("LABTOOLS_FAST", "1"),
+        env = {**sandbox.student_env(), "LABTOOLS_FAST": os.environ.get("LABTOOLS_FAST", "1"),
                "JUPYTER_RUNTIME_DIR": str(self._runtime), "JPY_PARENT_PID": "1"}
-        jail = sandbox.Jail(writable=[self._runtime], readable=[str(p) for p in shared_inputs()],
-                            masked=list(self.masked), env=jailed_env(env), workdir=workdir, working_copy=True,
-                            copy_bytes=self.copy_bytes)
+        jail = sandbox.Jail(writable=[self._runtime], readable=[str(p) for p in sandbox.shared_inputs()],
+                            masked=list(self.masked), env=sandbox.jailed_env(env), workdir=workdir,
+                            working_copy=True, copy_bytes=self.copy_bytes)
         self._forks = sandbox.ForkLimit(self.max_pids)
         kw["env"] = {"PATH": env["PATH"]}
         await super()._async_launch_kernel(self._forks.wrap(jail.command(kernel_cmd, new_session=False)), **kw)
@@ -61,7 +60,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     def _watchdog(self) -> None:
         """Stop the kernel when it fills its connection folder (the one folder it writes on disk)."""
         while not self._watch.wait(0.5):
-            size, entries = _disk_usage(self._runtime, limit_entries=1000)
+            size, entries = sandbox.disk_usage(self._runtime, limit_entries=1000)
             if size > RUNTIME_BYTES or entries > 1000:
                 self.log.warning("the kernel filled its connection folder: stopped")
                 process = getattr(self.provisioner, "process", None)

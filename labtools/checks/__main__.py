@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from labtools.checks import sandbox
+from labtools import sandbox
 from labtools.checks.engine import check_source, lab_of
 from labtools.checks.submission import SubmissionError, extract_from_notebook, _read_notebook
 

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from labtools.checks import sandbox
+from labtools import sandbox
 from labtools.checks.registry import Call, Check, CheckResult, Context, Outcome, checks_for
 from labtools.checks.submission import (LAB_FUNCTIONS, SubmissionSource, _reachable, defined_functions, is_cell_file,
                                        locate, scoped_violations)
@@ -32,14 +32,13 @@ from labtools.checks.worker import decode, perform_call
 
 __all__ = ["evaluate", "run_sandboxed", "run_public_checks", "SandboxLimits"]
 
-LABTOOLS_ROOT = Path(__file__).resolve().parents[2]
 
 
 class SandboxLimits:
     """Limits of a worker: seconds per call, memory on top of the interpreter's, CPU seconds, bytes
     of files it may leave, processes.
 
-    ``os_sandbox``: ``"required"`` runs the worker inside bubblewrap (:mod:`labtools.checks.sandbox`)
+    ``os_sandbox``: ``"required"`` runs the worker inside bubblewrap (:mod:`labtools.sandbox`)
     and fails where it cannot; ``"auto"`` (students checking their own work) uses it where it
     works; ``"off"`` never. ``readable`` adds read-only folders to the jail and ``masked`` hides
     paths inside them.
@@ -229,49 +228,6 @@ def run_public_checks(lab_id: str, name: str, obj) -> list[CheckResult]:
 # sandboxed
 
 
-def worker_env() -> dict[str, str]:
-    """The worker's environment: nothing of the caller's but the data root and the basics."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": str(LABTOOLS_ROOT),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "LABTOOLS_FAST": "1",
-        "TQDM_DISABLE": "1",
-    }
-    for name in ("LABTOOLS_DATA", "XDG_CACHE_HOME", "VIRTUAL_ENV", "LABTOOLS_MODELS"):
-        if os.environ.get(name):
-            env[name] = os.environ[name]
-    return env
-
-
-def shared_inputs() -> list[Path]:
-    """What sandboxed student code may read besides Python: the data root, the data cache and the
-    shipped checkpoints (those that exist)."""
-    from labtools import data, paths
-
-    found = [data.resolve_data_root(), data.STAGING_ROOT.parent]
-    try:
-        found.append(paths.models_dir())
-    except FileNotFoundError:
-        pass
-    return [Path(os.path.realpath(p)) for p in found if os.path.isdir(p)]
-
-
-def jailed_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` as it must read inside a jail: a private home, the data cache and root named explicitly."""
-    from labtools import data
-
-    return {**env, "HOME": "/tmp", "XDG_CACHE_HOME": str(data.STAGING_ROOT.parent.parent),
-            "LABTOOLS_DATA": str(data.resolve_data_root()), "MPLCONFIGDIR": "/tmp/matplotlib"}
-
-
 def _drop_links(folder: Path) -> None:
     """Remove the symbolic links in ``folder``: what sandboxed code left there is read by the
     trusted side, which must not be led to a file outside the sandbox."""
@@ -280,21 +236,6 @@ def _drop_links(folder: Path) -> None:
             path = os.path.join(root, name)
             if os.path.islink(path):
                 os.unlink(path)
-
-
-def _disk_usage(folder: Path, limit_entries: int = 10_000) -> tuple[int, int]:
-    """Bytes and entries under ``folder`` (counting stops past ``limit_entries``)."""
-    total = entries = 0
-    for root, dirs, files in os.walk(folder):
-        entries += len(dirs) + len(files)
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-        if entries > limit_entries:
-            break
-    return total, entries
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -381,12 +322,13 @@ def run_sandboxed(source: str, limits: SandboxLimits | None = None,
                        jobdir / "job.pt")
             out_path, err_path = jobdir / f"stdout_{attempt}.txt", jobdir / f"stderr_{attempt}.txt"
             command = [sys.executable, "-m", "labtools.checks.worker", str(jobdir)]
-            env = worker_env()
+            env = sandbox.student_env()
             forks = None
             if jailed:
                 forks = sandbox.ForkLimit(limits.max_pids)
-                jail = sandbox.Jail(writable=[base], readable=[str(p) for p in shared_inputs()] + limits.readable,
-                                    masked=limits.masked, env=jailed_env(env), workdir=scratch)
+                readable = [str(p) for p in sandbox.shared_inputs()] + limits.readable
+                jail = sandbox.Jail(writable=[base], readable=readable, masked=limits.masked,
+                                    env=sandbox.jailed_env(env), workdir=scratch)
                 command, env = forks.wrap(jail.command(command)), {"PATH": env["PATH"]}
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
                 proc = subprocess.Popen(command, cwd=scratch, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -404,7 +346,7 @@ def run_sandboxed(source: str, limits: SandboxLimits | None = None,
                     break
                 if time.monotonic() - measured > 0.2:
                     measured = time.monotonic()
-                    size, entries = _disk_usage(base)
+                    size, entries = sandbox.disk_usage(base)
                     if size > limits.disk_bytes or entries > 10_000:
                         overflow = (f"wrote more than {limits.disk_bytes / 2**30:g} GB or 10,000 files "
                                     f"({size / 2**20:.0f} MB in {entries} entries)")

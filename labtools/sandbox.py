@@ -21,8 +21,10 @@ with it (the autograde kernel). Symbolic links of that folder are not bound.
 
 :class:`ForkLimit` caps the number of processes of a sandbox with a ``pids`` cgroup when the
 machine lets this process create one (cgroup v1 or v2, as root); :func:`status` says what is
-in force. ``python -m labtools.checks.sandbox`` prints it: the way an instructor checks that the
-sandbox is active.
+in force. ``python -m labtools.sandbox`` prints it: the way an instructor checks that the sandbox
+is active. :func:`student_env`, :func:`jailed_env` and :func:`shared_inputs` give the environment
+and the read-only folders of sandboxed student code; the module imports neither torch nor
+jupyter, so that every process that starts a sandbox stays light.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Jail", "ForkLimit", "SandboxUnavailable", "unavailable_reason", "require", "status", "INSTALL_HINT"]
+__all__ = ["Jail", "ForkLimit", "SandboxUnavailable", "unavailable_reason", "require", "status", "INSTALL_HINT",
+           "student_env", "jailed_env", "shared_inputs", "disk_usage"]
 
 INSTALL_HINT = ("install bubblewrap, the sandbox tool Flatpak uses (Debian/Ubuntu: sudo apt-get install bubblewrap; "
                 "Fedora: sudo dnf install bubblewrap)")
@@ -72,7 +75,7 @@ def _python_paths() -> list[Path]:
     paths |= {Path(p) for p in site.getsitepackages()}
     if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
         paths.add(Path(site.getusersitepackages()))
-    paths.add(Path(__file__).resolve().parents[1])  # the labtools package (an editable install points here)
+    paths.add(Path(__file__).resolve().parent)  # the labtools package (an editable install points here)
     real = {Path(os.path.realpath(p)) for p in paths if os.path.isdir(p)}
     return sorted(real | {p for p in paths if os.path.isdir(p)})
 
@@ -243,6 +246,69 @@ class ForkLimit:
             path.rmdir()
         except OSError:
             pass
+
+
+# ----------------------------------------------------------------------------------------------
+# what sandboxed student code gets
+
+
+def student_env() -> dict[str, str]:
+    """The environment of student code: nothing of the caller's but the data root and the basics."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "LABTOOLS_FAST": "1",
+        "TQDM_DISABLE": "1",
+    }
+    for name in ("LABTOOLS_DATA", "XDG_CACHE_HOME", "VIRTUAL_ENV", "LABTOOLS_MODELS"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    return env
+
+
+def shared_inputs() -> list[Path]:
+    """What sandboxed student code may read besides Python: the data root, the data cache and the
+    shipped checkpoints (those that exist)."""
+    from labtools import paths
+
+    found = [paths.resolve_data_root(), paths.CACHE_ROOT]
+    try:
+        found.append(paths.models_dir())
+    except FileNotFoundError:
+        pass
+    return [Path(os.path.realpath(p)) for p in found if os.path.isdir(p)]
+
+
+def jailed_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` as it must read inside a jail: a private home, the data cache and root named explicitly."""
+    from labtools import paths
+
+    return {**env, "HOME": "/tmp", "XDG_CACHE_HOME": str(paths.CACHE_ROOT.parent),
+            "LABTOOLS_DATA": str(paths.resolve_data_root()), "MPLCONFIGDIR": "/tmp/matplotlib"}
+
+
+def disk_usage(folder: Path, limit_entries: int = 10_000) -> tuple[int, int]:
+    """Bytes and entries under ``folder`` (counting stops past ``limit_entries``): what a sandbox
+    left in the one folder it may write."""
+    total = entries = 0
+    for root, dirs, files in os.walk(folder):
+        entries += len(dirs) + len(files)
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+        if entries > limit_entries:
+            break
+    return total, entries
 
 
 def status() -> dict[str, str]:
