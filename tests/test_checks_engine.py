@@ -265,7 +265,8 @@ def test_the_checkpoint_map_checks_say_why_features_cannot_be_ranked(tmp_path, r
         else:
             net[6].weight.zero_()
             net[6].bias.fill_(-1.0)  # the last ReLU outputs zero for every image
-    save_checkpoint(tmp_path / "triplet_net.pt", net, dataset="MNIST", loss="triplet", seed=0, epochs=1)
+    save_checkpoint(tmp_path / "triplet_net.pt", net, dataset="MNIST", loss="triplet", seed=0, epochs=1,
+                    history={"loss": [0.5]})  # one loss per epoch: a history the mAP checks accept
     checks = checks_for("lab2_triplet", "checkpoint", hidden=True)
     assert len(checks) >= 2
     results = evaluate(checks, Context("lab2_triplet", files=tmp_path), lambda calls: [])

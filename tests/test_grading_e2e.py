@@ -266,21 +266,72 @@ TRIPLET_VALUES = {f"triplet_loss.{c}" for c in ("hand_example", "hinge_sign", "z
                                                 "hidden_random")}
 
 
+CHECKPOINT = {"checkpoint.loads", "checkpoint.hidden_map_90", "checkpoint.hidden_map_95", "checkpoint.hidden_map_98"}
+
+
+def own_checkpoint(path: Path, course: Path) -> Path:
+    """A good network that is not a copy of the course's: mnist_triplet fine-tuned by the repository's
+    training loop for 100 SGD steps (10,000 images, lr 0.02) with seed 1, saved as train_triplets
+    saves it. About 15 s on 2 cores; 0.028 from mnist_triplet by the grader's measure (its threshold
+    of a copy is 0.01) and mAP 0.983 on the first 100 queries (the last step asks for 0.98)."""
+    from torch.utils.data import TensorDataset
+
+    from autograder.checkpoints import triplet
+    from autograder.training import fit
+    from labtools.data import train_val_split
+    from labtools.models import load_checkpoint, save_checkpoint
+
+    train_set, _ = train_val_split("MNIST", download=False)
+    net, _ = load_checkpoint(course)
+    history = fit(net, TensorDataset(*(t[:10_000] for t in train_set.tensors)), triplet, loss_name="triplet",
+                  epochs=1, lr=0.02, seed=1, progress=False)
+    return save_checkpoint(path, net, dataset="MNIST", loss="triplet", seed=1, epochs=1, history=history)
+
+
+def other_architecture(path: Path, own: Path) -> Path:
+    """The network of ``own`` inside a Lab 4 EmbeddingNet whose embedding layer is the identity: the
+    same features, hence the same mAP, but not the lab's ConvNet."""
+    import torch
+
+    from labtools.models import EmbeddingNet, load_checkpoint, read_checkpoint, save_checkpoint
+
+    convnet, record = load_checkpoint(own)
+    net = EmbeddingNet(sub_centers=0)
+    net.backbone.load_state_dict(convnet.state_dict())
+    with torch.no_grad():
+        net.embedding.weight.copy_(torch.eye(256))
+        net.embedding.bias.zero_()
+    return save_checkpoint(path, net, dataset="MNIST", loss="triplet", seed=1, epochs=record["epochs"],
+                           history=read_checkpoint(own)["history"])
+
+
+def contradicting_history(path: Path, own: Path) -> Path:
+    """The weights and one-epoch history of ``own``, saved as if trained for 100 epochs."""
+    from labtools.models import load_checkpoint, save_checkpoint
+
+    net, record = load_checkpoint(own)
+    return save_checkpoint(path, net, dataset="MNIST", loss="triplet", seed=1, epochs=100, history=record["history"])
+
+
 @pytest.fixture(scope="module")
 def lab2(tmp_path_factory):
     from labtools.paths import models_dir
 
-    reference = Path(models_dir()) / "mnist_triplet.pt"
-    if not reference.is_file():
-        pytest.skip("no models/mnist_triplet.pt to submit as triplet_net.pt")
+    course = Path(models_dir()) / "mnist_triplet.pt"
+    if not course.is_file():
+        pytest.skip("no models/mnist_triplet.pt to fine-tune")
     root = tmp_path_factory.mktemp("lab2")
+    own = own_checkpoint(root / "own.pt", course)
     subs = root / "submissions"
     cases = {}
     for student, replace, checkpoint in [
-        ("solution", None, reference),
-        ("hinge_sign", snippet("mistakes", "hinge_sign"), reference),
+        ("solution", None, own),
+        ("hinge_sign", snippet("mistakes", "hinge_sign"), own),
         ("no_checkpoint", None, None),
         ("corrupt_checkpoint", None, "corrupt"),
+        ("course_checkpoint", None, course),  # the course's own network, as the bundle shipped it before
+        ("other_architecture", None, other_architecture(root / "embedding_net.pt", own)),
+        ("contradicting_history", None, contradicting_history(root / "history.pt", own)),
     ]:
         folder = write(subs, student, notebook("lab2_triplet", replace), lab="lab2_triplet")
         if checkpoint == "corrupt":
@@ -305,7 +356,8 @@ def test_lab2_grades(lab2):
     got = lost(rows["hinge_sign"])
     assert TRIPLET_VALUES <= got <= TRIPLET_VALUES | {"train_triplets.hidden_lowers_loss"}, got
     checkpoint = {c for c in rows["solution"] if c.startswith("checkpoint.")}
-    assert checkpoint and checkpoint <= lost(rows["no_checkpoint"])
+    assert checkpoint == CHECKPOINT
+    assert checkpoint <= lost(rows["no_checkpoint"])
     assert checkpoint <= lost(rows["corrupt_checkpoint"])
     assert any("triplet_net.pt" in rows["no_checkpoint"][c]["message"] for c in checkpoint)
     # the submitted checkpoint is never touched (the fast training cell writes triplet_net.fast.pt)
@@ -314,6 +366,28 @@ def test_lab2_grades(lab2):
     assert (out / "histogram.png").is_file() and (out / "gradebook.db").is_file()
     for student in cases:
         assert list((out / "feedback" / student).glob("*.html")), student
+
+
+@pytest.mark.parametrize("student, words", [
+    ("course_checkpoint", "triplet_net.pt has the same weights as the course's own network mnist_triplet.pt: "
+                          "submit the network your train_triplets trained"),
+    ("other_architecture", "triplet_net.pt holds a network of architecture 'EmbeddingNet', not the lab's ConvNet"),
+    ("contradicting_history", "triplet_net.pt records 100 epochs of training but its history holds 1 per-epoch "
+                              "losses"),
+    ("corrupt_checkpoint", "triplet_net.pt is not a checkpoint that labtools.models.load_checkpoint can read"),
+])
+def test_lab2_refused_checkpoints_earn_no_checkpoint_point(lab2, student, words):
+    """Every checkpoint step is lost with a message in the student's terms; the code's points stay."""
+    run, out, cases, _ = lab2
+    checks = read_grades(out)[student]
+    assert lost(checks) == CHECKPOINT, {c: checks[c]["message"] for c in lost(checks)}
+    assert float(checks["TOTAL"]["points"]) == pytest.approx(6.0 - 3.0)
+    for check in CHECKPOINT:
+        message = checks[check]["message"]
+        assert words in message, message
+        assert str(out.parent) not in message and "weights_only" not in message and "Traceback" not in message
+    if student == "course_checkpoint":  # the student reads why in the feedback
+        assert "own network mnist_triplet.pt" in next((out / "feedback" / student).glob("*.html")).read_text()
 
 
 # ----------------------------------------------------------------------------------------------

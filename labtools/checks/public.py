@@ -389,6 +389,84 @@ def history_losses(value):
     return [float(x) for x in losses], None
 
 
+#: Further refusals of a submitted checkpoint, ``gate(path, record) -> message or None``, asked after
+#: it is read and before anything else: the grader adds its own (a copy of one of the course's
+#: networks, :mod:`autograder.grading.hidden`); a student's kit has none.
+CHECKPOINT_GATES: list = []
+#: A ConvNet checkpoint is about 130 kB (260 kB with its optimizer state): a far larger file is refused unread.
+MAX_CHECKPOINT_BYTES = 32 << 20
+#: The most classes a submitted ConvNet's (unused) classification layer may have.
+MAX_CHECKPOINT_CLASSES = 1000
+
+
+def submitted_checkpoint(path, name: str = "triplet_net.pt"):
+    """``(net, record, None)`` when ``path`` holds the lab's ConvNet, saved by
+    ``labtools.models.save_checkpoint`` with a training history of one finite loss per epoch it
+    records; else ``(None, record or None, message)``, the message in the student's terms (the
+    file's ``name``, never the path it was read from, nor the text of a loading error).
+
+    Every check of a submitted checkpoint starts here: the public ``checkpoint.loads`` and the
+    grader's mAP steps, which are refused for a network of another architecture (Lab 4's
+    EmbeddingNet ranks well too) or a history that contradicts its epochs."""
+    import os
+
+    from labtools.models import ConvNet, load_checkpoint, read_checkpoint
+
+    how = "save the network your train_triplets trained with labtools.models.save_checkpoint, as the lab asks"
+    after_each = ("save it with save_checkpoint(checkpoint, net, ..., epochs=epoch, history=history) after each "
+                  "epoch, as train_triplets does")
+    if path is None or not os.path.isfile(path):
+        return None, None, f"no {name} was submitted beside the notebook (train_triplets saves it there)"
+    size = os.path.getsize(path)
+    if size > MAX_CHECKPOINT_BYTES:
+        return None, None, f"{name} is {size / 2 ** 20:.0f} MB, far larger than a checkpoint of the lab's ConvNet: {how}"
+    try:
+        record = read_checkpoint(path)
+    except Exception:  # the loader's own text names the grader's path and gives PyTorch's advice
+        return None, None, f"{name} is not a checkpoint that labtools.models.load_checkpoint can read: {how}"
+    for gate in CHECKPOINT_GATES:
+        problem = gate(path, record)
+        if problem:
+            return None, record, problem
+    stored = record.get("architecture")
+    if stored != "ConvNet":
+        held = ("only a state dict, without the architecture, epochs and history save_checkpoint records"
+                if stored is None else f"a network of architecture {str(stored)[:40]!r}")
+        return None, record, f"{name} holds {held}, not the lab's ConvNet: {how}"
+    state = record.get("state_dict")
+    head = state.get("10.weight") if isinstance(state, dict) else None
+    classes = head.shape[0] if isinstance(head, torch.Tensor) and head.ndim == 2 else None
+    config = record.get("config")
+    if (classes is None or not 1 <= classes <= MAX_CHECKPOINT_CLASSES or not isinstance(config, dict)
+            or config.get("num_classes") != classes):
+        return None, record, f"{name} does not hold the parameters of the lab's ConvNet: {how}"
+    try:
+        net, _ = load_checkpoint(path, ConvNet(num_classes=classes))
+        with torch.no_grad():
+            features = net.features(torch.zeros(2, 1, 28, 28))
+    except Exception as error:  # CheckpointError says what differs, naming the path
+        reason = str(error).replace(str(path), name) if type(error).__name__ == "CheckpointError" else ""
+        return None, record, (reason[:300] or f"{name} does not load as the lab's ConvNet") + f": {how}"
+    if type(net) is not ConvNet or tuple(features.shape) != (2, 256):
+        return None, record, f"{name} should hold the lab's ConvNet (256-d features): {how}"
+    epochs, history = record.get("epochs"), record.get("history")
+    losses = history.get("loss") if isinstance(history, dict) else None
+    if isinstance(losses, torch.Tensor):
+        losses = losses.flatten().tolist()
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        return None, record, f"{name} does not record how many epochs it was trained: {after_each}"
+    if not isinstance(losses, (list, tuple)) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in losses):
+        return None, record, f"{name} holds no training history (history['loss'], one loss per epoch): {after_each}"
+    if len(losses) != epochs:
+        return None, record, (f"{name} records {epochs} epochs of training but its history holds {len(losses)} "
+                              "per-epoch losses: save the history of every epoch trained (when train_triplets "
+                              "resumes from a checkpoint, it continues that checkpoint's history)")
+    if not all(math.isfinite(x) for x in losses):
+        return None, record, f"{name}'s history holds NaN or infinite losses: did its training diverge?"
+    return net, record, None
+
+
 for _lab in ("lab2_triplet",):
 
     def _train_decreases(outcomes, ctx):
@@ -426,23 +504,15 @@ for _lab in ("lab2_triplet",):
             lambda: [train_call()], _train_checkpoint)
 
     def _checkpoint_loads(outcomes, ctx):
-        from labtools.models import ConvNet, load_checkpoint
-
         path = ctx.obj if ctx.obj is not None else (ctx.files / "triplet_net.pt" if ctx.files else None)
-        if path is None:
-            return False, "no checkpoint file was given"
-        try:
-            net, _ = load_checkpoint(path)
-            with torch.no_grad():
-                features = net.features(torch.zeros(2, 1, 28, 28))
-        except Exception as error:
-            return False, f"triplet_net.pt does not load as a ConvNet: {error}"
-        if not isinstance(net, ConvNet) or tuple(features.shape) != (2, 256):
-            return False, "triplet_net.pt should hold the lab's ConvNet (256-d features)"
-        return True, "triplet_net.pt loads as the lab's ConvNet"
+        _, _, problem = submitted_checkpoint(path)
+        if problem:
+            return False, problem
+        return True, "triplet_net.pt loads as the lab's ConvNet, with one finite loss per epoch of training it records"
 
     _simple("checkpoint.loads", _lab, "checkpoint", 0.5,
-            "the submitted triplet_net.pt loads as a ConvNet (saved by labtools.models.save_checkpoint)",
+            "the submitted triplet_net.pt loads as the lab's ConvNet and its history holds one loss per epoch it "
+            "records (saved by labtools.models.save_checkpoint)",
             lambda: [], _checkpoint_loads, kind="file")
 
 

@@ -1,0 +1,203 @@
+"""A submitted triplet_net.pt earns the checkpoint points only as the student's own ConvNet.
+
+The grader refuses a copy of one of the course's networks (the file, the weights re-saved, converted
+to a lower precision, slightly perturbed, with channels permuted or rescaled, the backbone of a
+Lab 4 or Lab 5 network), a network of another architecture and a history that contradicts the
+epochs the checkpoint records, each with a message in the student's terms; networks that are not
+copies pass, even the untrained ConvNet of the course's seed 0, the closest of all to one of the
+course's networks. Runs the file checks as the grader does, in this process: no MNIST needed for
+the refusals (a refused checkpoint is never measured).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import autograder.grading.hidden as hidden
+from labtools.checks.engine import evaluate
+from labtools.checks.public import CHECKPOINT_GATES, submitted_checkpoint
+from labtools.checks.registry import Context, checks_for
+from labtools.models import ConvNet, EmbeddingNet, save_checkpoint
+
+MODELS = hidden.MODELS_DIR
+COURSE_TRIPLET = MODELS / "mnist_triplet.pt"
+ADVICE = "submit the network your train_triplets trained"
+
+pytestmark = pytest.mark.skipif(not COURSE_TRIPLET.is_file(), reason="no models/mnist_triplet.pt")
+
+
+def course_state(name="mnist_triplet.pt") -> dict[str, torch.Tensor]:
+    return torch.load(MODELS / name, weights_only=True)["state_dict"]
+
+
+def convnet(state: dict[str, torch.Tensor]) -> ConvNet:
+    net = ConvNet()
+    net.load_state_dict(state)
+    return net
+
+
+def save(path: Path, net, epochs=3, losses=None) -> Path:
+    """A checkpoint as train_triplets writes it (``losses``: the history's per-epoch losses)."""
+    losses = [1.0 / (e + 1) for e in range(epochs)] if losses is None else losses
+    return save_checkpoint(path, net, dataset="MNIST", loss="triplet", seed=1, epochs=epochs,
+                           history={"loss": losses, "loss_total": losses})
+
+
+def permuted_and_rescaled(state):
+    """The same function, other weights: channels of conv 0 and conv 6 permuted, rescaled by positive factors."""
+    state = {k: v.clone() for k, v in state.items()}
+    g = torch.Generator().manual_seed(3)
+    p0, p6 = torch.randperm(32, generator=g), torch.randperm(64, generator=g)
+    c0 = torch.rand(32, generator=g) * 4 + 0.25
+    state["0.weight"], state["0.bias"] = state["0.weight"][p0] * c0[:, None, None, None], state["0.bias"][p0] * c0
+    state["3.weight"] = state["3.weight"][:, p0] / c0[None, :, None, None]
+    state["6.weight"], state["6.bias"] = state["6.weight"][p6] * 7.0, state["6.bias"][p6] * 7.0
+    state["10.weight"] = torch.randn(state["10.weight"].shape, generator=g)  # the features do not use it
+    return state
+
+
+def noisy(state, relative, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return {k: v + relative * v.norm() / v.numel() ** 0.5 * torch.randn(v.shape, generator=g) for k, v in state.items()}
+
+
+def test_the_grader_asks_the_copy_gate():
+    assert hidden.copied_network in CHECKPOINT_GATES
+    names = {name for name, _, _ in hidden.instructor_networks()}
+    assert "mnist_triplet.pt" in names and "mnist_classifier.pt" in names
+    if (MODELS / "lab4").is_dir():
+        assert any(name.startswith("lab4/") for name in names)
+        parts = dict((name, p) for name, _, p in hidden.instructor_networks())
+        assert all(set(p) == {"backbone."} for name, p in parts.items() if name.startswith("lab4/"))
+
+
+@pytest.mark.parametrize("case", ["file", "resaved", "bfloat16", "noise_0.3%", "permuted_rescaled",
+                                  "classifier_copy", "lab4_backbone", "lab4_file"])
+def test_copies_of_the_course_networks_are_refused(case, tmp_path):
+    path = tmp_path / "triplet_net.pt"
+    course = "mnist_triplet.pt"
+    if case == "file":
+        shutil.copy(COURSE_TRIPLET, path)
+    elif case == "resaved":  # the weights in a checkpoint of the student's own, with a history of 100 epochs
+        save(path, convnet(course_state()), epochs=100)
+    elif case == "bfloat16":
+        save(path, convnet({k: v.bfloat16().float() for k, v in course_state().items()}))
+    elif case == "noise_0.3%":
+        save(path, convnet(noisy(course_state(), 0.003)))
+    elif case == "permuted_rescaled":
+        save(path, convnet(permuted_and_rescaled(course_state())))
+    elif case == "classifier_copy":
+        course = "mnist_classifier.pt"
+        save(path, convnet(course_state(course)))
+    else:
+        lab4 = sorted((MODELS / "lab4").glob("mnist_*.pt")) if (MODELS / "lab4").is_dir() else []
+        if not lab4:
+            pytest.skip("no Lab 4 networks in models/lab4")
+        course = f"lab4/{lab4[0].name}"
+        if case == "lab4_file":
+            shutil.copy(lab4[0], path)
+        else:
+            backbone = {k[len("backbone."):]: v for k, v in course_state(course).items() if k.startswith("backbone.")}
+            save(path, convnet(backbone))
+    _, _, problem = submitted_checkpoint(path)
+    assert problem is not None and f"the course's own network {course}: {ADVICE}" in problem, problem
+    assert str(tmp_path) not in problem and "triplet_net.pt" in problem
+    results = grade_checkpoint(tmp_path)
+    assert all(r.earned == 0 for r in results.values()), {c: r.message for c, r in results.items()}
+    assert all(ADVICE in r.message for r in results.values())
+
+
+def test_distances_of_copies_and_of_distinct_networks():
+    """The numbers NEAR_COPY is chosen by (hidden.py): copies below it, other networks far above."""
+    reference = hidden.convnet_parts(course_state())[""]
+
+    def distance(state):
+        return hidden.weight_distance(hidden.convnet_parts(state)[""], reference)
+
+    assert distance(course_state()) == 0
+    assert distance(permuted_and_rescaled(course_state())) < 1e-6
+    assert distance({k: v.half().float() for k, v in course_state().items()}) < 0.001
+    assert distance({k: v.bfloat16().float() for k, v in course_state().items()}) < 0.003
+    assert 0.004 < distance(noisy(course_state(), 0.005)) < 0.007
+    saved = hidden.NEAR_COPY
+    try:
+        hidden.NEAR_COPY = 10.0  # the whole distance, not the lower bound at which matching stops
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            state = ConvNet().state_dict()
+            closest = min(hidden.weight_distance(hidden.convnet_parts(state)[""], part)
+                          for _, _, parts in hidden.instructor_networks() for part in parts.values())
+            assert closest > 20 * saved, (seed, closest)
+    finally:
+        hidden.NEAR_COPY = saved
+
+
+def test_networks_that_are_not_copies_pass_the_gate(tmp_path):
+    for seed in (0, 1):  # seed 0: the course's initialization, 0.26 from two Lab 4 backbones
+        torch.manual_seed(seed)
+        path = save(tmp_path / f"seed{seed}.pt", ConvNet())
+        net, record, problem = submitted_checkpoint(path)
+        assert problem is None and isinstance(net, ConvNet) and record["epochs"] == 3
+
+
+def grade_checkpoint(folder: Path) -> dict:
+    """The checkpoint checks of Lab 2 (public and hidden) on ``folder/triplet_net.pt``, as the grader runs them."""
+    checks = [c for c in checks_for("lab2_triplet", "checkpoint", hidden=None)]
+    assert {c.kind for c in checks} == {"file"} and len(checks) == 4
+    results = evaluate(checks, Context("lab2_triplet", files=folder), lambda calls: [])
+    return {r.check.id: r for r in results}
+
+
+@pytest.mark.parametrize("case, words", [
+    ("embedding_net", "holds a network of architecture 'EmbeddingNet', not the lab's ConvNet"),
+    ("bare_state_dict", "holds only a state dict"),
+    ("history_too_short", "records 100 epochs of training but its history holds 1 per-epoch losses"),
+    ("history_nan", "NaN or infinite losses"),
+    ("no_epochs", "does not record how many epochs it was trained"),
+    ("no_history", "holds no training history"),
+    ("not_a_checkpoint", "is not a checkpoint that labtools.models.load_checkpoint can read"),
+    ("pickled_code", "is not a checkpoint that labtools.models.load_checkpoint can read"),
+    ("huge_head", "does not hold the parameters of the lab's ConvNet"),
+    ("wrong_shapes", "does not fit ConvNet"),
+    ("missing", "no triplet_net.pt was submitted"),
+])
+def test_what_is_not_the_labs_convnet_with_its_history_earns_no_checkpoint_point(case, words, tmp_path):
+    path = tmp_path / "triplet_net.pt"
+    torch.manual_seed(1)
+    net = ConvNet()
+    if case == "embedding_net":  # a ConvNet inside: it ranks as well, and earned the mAP steps before
+        other = EmbeddingNet(sub_centers=0)
+        other.backbone.load_state_dict(net.state_dict())
+        save(path, other)
+    elif case == "bare_state_dict":
+        torch.save(net.state_dict(), path)
+    elif case == "history_too_short":
+        save(path, net, epochs=100, losses=[0.5])
+    elif case == "history_nan":
+        save(path, net, epochs=2, losses=[0.5, float("nan")])
+    elif case in ("no_epochs", "no_history", "huge_head", "wrong_shapes"):
+        save(path, net)
+        record = torch.load(path, weights_only=True)
+        if case == "no_epochs":
+            record["epochs"] = "many"
+        elif case == "no_history":
+            record["history"] = {}
+        elif case == "huge_head":
+            record["config"] = {"num_classes": 10 ** 9}  # would allocate 1 TB if built from the config
+        else:
+            record["state_dict"]["3.weight"] = torch.zeros(32, 16, 3, 3)
+        torch.save(record, path)
+    elif case == "not_a_checkpoint":
+        path.write_bytes(b"not a checkpoint")
+    elif case == "pickled_code":
+        torch.save({"format": "metric-lab-checkpoint", "call": print}, path)
+    net_, _, problem = submitted_checkpoint(path)
+    assert net_ is None and problem and words in problem, problem
+    assert str(tmp_path) not in problem and "Traceback" not in problem and "WeightsUnpickler" not in problem
+    results = grade_checkpoint(tmp_path)
+    assert all(r.earned == 0 for r in results.values()), {c: r.message for c, r in results.items()}
+    assert all(words in r.message for r in results.values())
