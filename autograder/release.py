@@ -22,7 +22,7 @@ EXCLUDE = ("__pycache__", "*.pyc", "*.train.pt", "*.tmp", ".ipynb_checkpoints")
 #: repository): Lab 2's triplet_net.pt is graded by its mAP, and the course's own network trained
 #: the same way, submitted as is, would earn every point. Never in the bundle, with the files
 #: training leaves beside them (``<name>.train.pt``, ``<name>.best.pt``); their cards (``.json``,
-#: which the notebooks read) stay. The grader hides them from sandboxed code too.
+#: which the notebooks read) stay. The grader's sandbox can hide the same list from student code.
 GRADED_DELIVERABLES = ("models/mnist_triplet.pt",)
 
 
