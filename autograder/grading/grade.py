@@ -21,9 +21,7 @@ import html
 import json
 import os
 import re
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +29,8 @@ import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from autograder.nbgrader_cli import skip_slow_optional_imports, tool_env
+from autograder.grading import nbrun
+from autograder.nbgrader_cli import tool_env
 
 REPO = Path(__file__).resolve().parents[2]
 COURSE = REPO / "autograder" / "course"
@@ -52,6 +51,7 @@ c.Execute.raise_on_iopub_timeout = False
 c.RobustExecute.total_seconds = {budget}
 c.TrustedGrades.results_file = {results!r}
 c.RobustExecute.sandbox = {sandboxed!r}
+c.SandboxedKernelManager.masked = {masked!r}
 """
 #: The note every row of a run without the OS sandbox carries.
 NOT_SANDBOXED = "not sandboxed: graded with --no-sandbox, the submission's code ran with the grader's rights"
@@ -173,25 +173,17 @@ def prepare_base(lab: str, course: Path, out: Path) -> Path:
     base.mkdir(parents=True)
     shutil.copy(course / "nbgrader_config.py", base / "nbgrader_config.py")
     shutil.copytree(course / "source" / lab, base / "source" / lab)
-    run = subprocess.run([sys.executable, "-m", "autograder.grading.nbrun", lab, "--generate"], cwd=base,
-                         capture_output=True, text=True, timeout=600, env=tool_env(PYTHONPATH=str(REPO)))
-    if run.returncode != 0:
-        raise RuntimeError(f"nbgrader generate_assignment failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    log = out / "generate_assignment.log"
+    ended = nbrun.run_forked([lab, "--generate"], base, tool_env(PYTHONPATH=str(REPO)), 600, log)
+    if not ended.endswith("-> 0"):
+        raise RuntimeError(f"nbgrader generate_assignment failed ({ended}):\n{log.read_text()[-3000:]}")
     return base
-
-
-def _limit_kernel_memory():
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (12 << 30, 12 << 30))
-    except (ValueError, OSError):
-        pass
-    os.setsid()
 
 
 def grade_one(lab: str, student: str, folder: str, notebook: str | None, notes: list[str], base: str, out: str,
               time_limit: float, keep_work: bool = False, sandboxed: bool = True) -> dict:
     """Grade one submission in its own course copy; never raises."""
-    from autograder.grading.trusted import _unreadable, default_limits, grade_submission
+    from autograder.grading.trusted import _unreadable, default_limits, grade_submission, hidden_deliverables
 
     started = time.monotonic()
     out, base = Path(out), Path(base)
@@ -219,17 +211,14 @@ def grade_one(lab: str, student: str, folder: str, notebook: str | None, notes: 
     hung = any("timed out" in c["message"] for c in results["checks"])
     with open(course / "nbgrader_config.py", "a") as config:
         config.write(PIPELINE.format(timeout=10 if hung else int(min(120, max(15, time_limit / 4))), budget=max(20, int(left * 0.7)),
-                                     results=str(results_path), sandboxed=sandboxed))
-    log = []
+                                     results=str(results_path), sandboxed=sandboxed,
+                                     masked=[str(p) for p in hidden_deliverables()]))
+    log = work / "nbgrader.log"
     env = tool_env(LABTOOLS_FAST="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    if notebook:
-        command = [sys.executable, "-m", "autograder.grading.nbrun", lab, student]  # autograde + generate_feedback
-        try:
-            run = subprocess.run(command, cwd=course, capture_output=True, text=True, timeout=left, env=env,
-                                 preexec_fn=_limit_kernel_memory, stdin=subprocess.DEVNULL)
-            log.append(f"$ {' '.join(command[1:])} -> {run.returncode}\n{run.stderr[-4000:]}")
-        except subprocess.TimeoutExpired:
-            log.append(f"$ {' '.join(command[1:])} -> time limit {left:.0f} s")
+    if notebook:  # autograde + generate_feedback
+        ended = nbrun.run_forked([lab, student], course, env, left, log)
+        with open(log, "a") as handle:
+            handle.write(f"\n{ended}\n")
     feedback = out / "feedback" / student
     feedback.mkdir(parents=True, exist_ok=True)
     produced = list((course / "feedback" / student / lab).glob("*.html"))
@@ -237,7 +226,6 @@ def grade_one(lab: str, student: str, folder: str, notebook: str | None, notes: 
         shutil.copy(page, feedback / page.name)
     if not produced:
         (feedback / f"{lab}.html").write_text(_plain_feedback(student, lab, results))
-    (work / "nbgrader.log").write_text("\n".join(log))
     if not keep_work:
         shutil.rmtree(course, ignore_errors=True)
     results.update(student=student, seconds=time.monotonic() - started, work=str(work))
@@ -397,11 +385,12 @@ def histogram(totals: list[float], maximum: float, path: Path) -> None:
 
 
 def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = COURSE,
-          time_limit: float = 600.0, keep_work: bool = False, sandboxed: bool = True) -> list[dict]:
+          time_limit: float = 600.0, keep_work: bool = False, sandboxed: bool = True,
+          similarity: bool = True) -> list[dict]:
     from labtools.checks.registry import TEST_CELL_POINTS
     from labtools.sandbox import SandboxUnavailable, require
 
-    skip_slow_optional_imports()  # before the pool's workers fork and import nbformat
+    nbrun.preload()  # before the pool's workers fork: they fork nbgrader's runs in turn
     out, submissions, course = Path(out).resolve(), Path(submissions).resolve(), Path(course).resolve()
     if lab not in TEST_CELL_POINTS:
         raise SystemExit(f"unknown lab {lab!r}")
@@ -463,4 +452,8 @@ def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = 
         print(f"WARNING: the grader could not run {len(failed)} check(s) (their zeros are not the students'); "
               f"fix the cause and grade again. First: {student}, {check['check']}: {check['message']}",
               file=sys.stderr)
+    if similarity:  # flags only: after the grades are written, it changes none of them
+        from autograder.similarity import report
+
+        report(lab, items, out, base / "release" / lab / f"{lab}.ipynb")
     return results

@@ -4,11 +4,23 @@ Both nbgrader applications run in this one process (run from the course folder),
 Python start and nbgrader's imports per submission. Exit status: 0 when both succeeded, 1 when
 autograde failed (no feedback then), 2 when only generate_feedback failed.
 ``python -m autograder.grading.nbrun <lab> --generate`` runs ``generate_assignment`` instead.
+
+The grader calls :func:`run_forked`: :func:`preload` imports nbgrader once in the grader, and each
+run is a forked child of it, with its own folder, environment, limits and log, killed with its
+process group at its time limit.
 """
 
+import os
+import resource
+import signal
 import sys
+import time
+import traceback
 
 from autograder.nbgrader_cli import skip_slow_optional_imports
+
+#: Address space of an nbgrader run and of the kernel it starts (inherited through bubblewrap).
+MEMORY_BYTES = 12 << 30
 
 
 def _run(app_class, argv) -> bool:
@@ -44,12 +56,63 @@ def alembic_head() -> str:
         return ScriptDirectory.from_config(Config(ini)).get_current_head()
 
 
-def main(argv=None) -> int:
+def preload() -> None:
+    """Import what a run needs (nbgrader, its exporters, the kit's preprocessors and kernel manager),
+    so that the children of :func:`run_forked` start with it; about 2.5 s of CPU saved per run."""
     skip_slow_optional_imports()
     import nbgrader.api
-    from nbgrader.apps import AutogradeApp, GenerateAssignmentApp, GenerateFeedbackApp
+    import nbgrader.apps  # noqa: F401
+    import nbgrader.preprocessors  # noqa: F401
+
+    import autograder.grading.kernel  # noqa: F401
+    import autograder.grading.preprocessors  # noqa: F401
 
     nbgrader.api.get_alembic_version = alembic_head
+
+
+def run_forked(argv: list[str], cwd, env: dict[str, str], timeout: float, log_path) -> str:
+    """Run :func:`main` with ``argv`` in a forked child working in ``cwd`` with environment ``env``
+    and the address-space limit :data:`MEMORY_BYTES`, its output going to ``log_path``; kill its
+    process group after ``timeout`` seconds. Returns a line saying how it ended."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            os.setsid()
+            resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
+            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.chdir(cwd)
+            os.environ.clear()
+            os.environ.update(env)
+            code = main(argv)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return f"$ nbrun {' '.join(argv)} -> {os.waitstatus_to_exitcode(status)}"
+        if time.monotonic() > deadline:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            os.waitpid(pid, 0)
+            return f"$ nbrun {' '.join(argv)} -> time limit {timeout:.0f} s"
+        time.sleep(0.05)
+
+
+def main(argv=None) -> int:
+    preload()
+    from nbgrader.apps import AutogradeApp, GenerateAssignmentApp, GenerateFeedbackApp
 
     lab, student = (argv or sys.argv[1:])[:2]
     if student == "--generate":

