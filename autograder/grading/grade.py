@@ -50,6 +50,7 @@ c.Execute.interrupt_on_timeout = True
 c.Execute.raise_on_iopub_timeout = False
 c.RobustExecute.total_seconds = {budget}
 c.TrustedGrades.results_file = {results!r}
+c.RobustExecute.results_file = {results!r}
 c.RobustExecute.sandbox = {sandboxed!r}
 c.SandboxedKernelManager.masked = {masked!r}
 """
@@ -174,16 +175,21 @@ def prepare_base(lab: str, course: Path, out: Path) -> Path:
     shutil.copy(course / "nbgrader_config.py", base / "nbgrader_config.py")
     shutil.copytree(course / "source" / lab, base / "source" / lab)
     log = out / "generate_assignment.log"
-    ended = nbrun.run_forked([lab, "--generate"], base, tool_env(PYTHONPATH=str(REPO)), 600, log)
-    if not ended.endswith("-> 0"):
+    ended = nbrun.wait_forked(nbrun.start_forked([lab, "--generate"], base, tool_env(PYTHONPATH=str(REPO)), log), 600)
+    if ended != "0":
         raise RuntimeError(f"nbgrader generate_assignment failed ({ended}):\n{log.read_text()[-3000:]}")
     return base
 
 
 def grade_one(lab: str, student: str, folder: str, notebook: str | None, notes: list[str], base: str, out: str,
               time_limit: float, keep_work: bool = False, sandboxed: bool = True) -> dict:
-    """Grade one submission in its own course copy; never raises."""
-    from autograder.grading.trusted import _unreadable, default_limits, grade_submission, hidden_deliverables
+    """Grade one submission in its own course copy; never raises.
+
+    nbgrader (autograde + generate_feedback, a forked child) starts first and runs the notebook
+    while this process runs the trusted checks; TrustedGrades waits for their results file.
+    """
+    from autograder.grading.trusted import _unreadable, default_limits, grade_notebook_dict, hidden_deliverables
+    from labtools.checks.submission import SubmissionError, _read_notebook
 
     started = time.monotonic()
     out, base = Path(out), Path(base)
@@ -191,34 +197,37 @@ def grade_one(lab: str, student: str, folder: str, notebook: str | None, notes: 
     course = work / "course"
     shutil.copytree(base, course, ignore=shutil.ignore_patterns("release"))
     submitted = course / "submitted" / student / lab
+    results_path, log = work / "trusted.json", work / "nbgrader.log"
+    child, nb = None, None
     if notebook:
         notes = notes + copy_submission(Path(folder), submitted, Path(notebook), f"{lab}.ipynb")
-        results = grade_submission(submitted / f"{lab}.ipynb", lab, files=submitted, workroot=work,
-                                   limits=default_limits(sandboxed))
-        if not results.get("error"):  # nbgrader gets the notebook with its nbgrader metadata repaired
-            notes = notes + repair_notebook(submitted / f"{lab}.ipynb", base / "release" / lab / f"{lab}.ipynb")
+        try:
+            nb = _read_notebook(submitted / f"{lab}.ipynb")  # as submitted, before the repair below
+        except SubmissionError as error:
+            results = _unreadable(lab, submitted, str(error))
     else:
         submitted.mkdir(parents=True)
         if Path(folder).is_dir():
             notes = notes + copy_submission(Path(folder), submitted)
         results = _unreadable(lab, submitted, notes[-1] if notes else "no notebook")
+    if nb is not None:
+        # nbgrader gets the notebook with its nbgrader metadata repaired
+        notes = notes + repair_notebook(submitted / f"{lab}.ipynb", base / "release" / lab / f"{lab}.ipynb")
+        with open(course / "nbgrader_config.py", "a") as config:
+            config.write(PIPELINE.format(timeout=int(min(120, max(15, time_limit / 4))),
+                                         budget=max(20, int(time_limit * 0.7)), results=str(results_path),
+                                         sandboxed=sandboxed, masked=[str(p) for p in hidden_deliverables()]))
+        env = tool_env(LABTOOLS_FAST="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+        child = nbrun.start_forked([lab, student], course, env, log)
+        results = grade_notebook_dict(nb, lab, submitted, limits=default_limits(sandboxed), workroot=work)
     results["notes"] = ([] if sandboxed else [NOT_SANDBOXED]) + notes + results.get("notes", [])
     results["sandboxed"] = sandboxed
-    results_path = work / "trusted.json"
-    results_path.write_text(json.dumps(results))
-    left = max(30.0, time_limit - (time.monotonic() - started))
-    # a function that timed out in the sandbox hangs the notebook as well: short cell time-outs then
-    hung = any("timed out" in c["message"] for c in results["checks"])
-    with open(course / "nbgrader_config.py", "a") as config:
-        config.write(PIPELINE.format(timeout=10 if hung else int(min(120, max(15, time_limit / 4))), budget=max(20, int(left * 0.7)),
-                                     results=str(results_path), sandboxed=sandboxed,
-                                     masked=[str(p) for p in hidden_deliverables()]))
-    log = work / "nbgrader.log"
-    env = tool_env(LABTOOLS_FAST="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    if notebook:  # autograde + generate_feedback
-        ended = nbrun.run_forked([lab, student], course, env, left, log)
+    results_path.with_suffix(".tmp").write_text(json.dumps(results))
+    os.replace(results_path.with_suffix(".tmp"), results_path)  # nbgrader reads it once it exists
+    if child is not None:
+        ended = nbrun.wait_forked(child, max(30.0, time_limit - (time.monotonic() - started)))
         with open(log, "a") as handle:
-            handle.write(f"\n{ended}\n")
+            handle.write(f"\n$ nbrun {lab} {student} -> {ended}\n")
     feedback = out / "feedback" / student
     feedback.mkdir(parents=True, exist_ok=True)
     produced = list((course / "feedback" / student / lab).glob("*.html"))

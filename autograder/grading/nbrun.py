@@ -5,9 +5,9 @@ Python start and nbgrader's imports per submission. Exit status: 0 when both suc
 autograde failed (no feedback then), 2 when only generate_feedback failed.
 ``python -m autograder.grading.nbrun <lab> --generate`` runs ``generate_assignment`` instead.
 
-The grader calls :func:`run_forked`: :func:`preload` imports nbgrader once in the grader, and each
-run is a forked child of it, with its own folder, environment, limits and log, killed with its
-process group at its time limit.
+The grader calls :func:`start_forked` and :func:`wait_forked`: :func:`preload` imports nbgrader
+once in the grader, and each run is a forked child of it, with its own folder, environment, limits
+and log, killed with its process group at its time limit.
 """
 
 import os
@@ -58,7 +58,7 @@ def alembic_head() -> str:
 
 def preload() -> None:
     """Import what a run needs (nbgrader, its exporters, the kit's preprocessors and kernel manager),
-    so that the children of :func:`run_forked` start with it; about 2.5 s of CPU saved per run."""
+    so that the children of :func:`start_forked` start with it; about 2.5 s of CPU saved per run."""
     skip_slow_optional_imports()
     import nbgrader.api
     import nbgrader.apps  # noqa: F401
@@ -70,43 +70,48 @@ def preload() -> None:
     nbgrader.api.get_alembic_version = alembic_head
 
 
-def run_forked(argv: list[str], cwd, env: dict[str, str], timeout: float, log_path) -> str:
-    """Run :func:`main` with ``argv`` in a forked child working in ``cwd`` with environment ``env``
-    and the address-space limit :data:`MEMORY_BYTES`, its output going to ``log_path``; kill its
-    process group after ``timeout`` seconds. Returns a line saying how it ended."""
+def start_forked(argv: list[str], cwd, env: dict[str, str], log_path) -> int:
+    """Start :func:`main` with ``argv`` in a forked child working in ``cwd`` with environment ``env``,
+    in a session of its own, with the address-space limit :data:`MEMORY_BYTES`, its output going to
+    ``log_path``. Returns the child's pid (see :func:`wait_forked`)."""
     pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 1
-        try:
-            os.setsid()
-            resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
-            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            os.chdir(cwd)
-            os.environ.clear()
-            os.environ.update(env)
-            code = main(argv)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+    if pid:
+        return pid
+    code = 1  # the child: never returns
+    try:
+        os.setsid()
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        code = main(argv)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def wait_forked(pid: int, timeout: float) -> str:
+    """Wait for the child ``pid`` of :func:`start_forked`; kill its process group after ``timeout``
+    seconds. Returns its exit status as text, or says that it hit the time limit."""
     deadline = time.monotonic() + timeout
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return f"$ nbrun {' '.join(argv)} -> {os.waitstatus_to_exitcode(status)}"
+            return str(os.waitstatus_to_exitcode(status))
         if time.monotonic() > deadline:
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
             os.waitpid(pid, 0)
-            return f"$ nbrun {' '.join(argv)} -> time limit {timeout:.0f} s"
+            return f"time limit {timeout:.0f} s"
         time.sleep(0.05)
 
 

@@ -34,6 +34,8 @@ class RobustExecute(Execute):
 
     total_seconds = Float(300.0, help="execution budget of the whole notebook").tag(config=True)
     sandbox = Bool(True, help="run the kernel in the OS sandbox (autograder.grading.kernel)").tag(config=True)
+    results_file = Unicode("", help="the trusted results (JSON), written while the notebook runs").tag(config=True)
+    hung_timeout = Float(10.0, help="cell time-out once the trusted checks saw a function time out").tag(config=True)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -44,6 +46,7 @@ class RobustExecute(Execute):
 
     def preprocess(self, nb: NotebookNode, resources: dict, *args, **kwargs):
         self._stopped = ""
+        self._hung_checked = False
         self._started = time.monotonic()
         try:
             return super().preprocess(nb, resources, *args, **kwargs)
@@ -64,7 +67,18 @@ class RobustExecute(Execute):
     def _note(self):
         return new_output("stream", name="stdout", text=f"[grader] not run: execution stopped earlier ({self._stopped})\n")
 
+    def _shorten_if_hung(self) -> None:
+        """A function that timed out in the trusted checks hangs the notebook as well: once their
+        results are there and say so, the remaining cells get :attr:`hung_timeout`."""
+        if self._hung_checked or not self.results_file or not Path(self.results_file).is_file():
+            return
+        self._hung_checked = True
+        checks = json.loads(Path(self.results_file).read_text()).get("checks", [])
+        if any("timed out" in c.get("message", "") for c in checks):
+            self.timeout = min(self.timeout or self.hung_timeout, self.hung_timeout)
+
     def preprocess_cell(self, cell, resources, index):
+        self._shorten_if_hung()
         if self._stopped:
             if cell.cell_type == "code":
                 cell.outputs = [self._note()]
@@ -92,9 +106,13 @@ class TrustedGrades(NbGraderPreprocessor):
     """Outputs of the test cells from the trusted checks (``results_file``, JSON)."""
 
     results_file = Unicode("", help="JSON of trusted results by test cell grade_id").tag(config=True)
+    wait_seconds = Float(900.0, help="how long to wait for the results file to appear").tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict):
         path = self.results_file or os.environ.get(RESULTS_ENV, "")
+        waited = time.monotonic() + (self.wait_seconds if path else 0)
+        while path and not Path(path).is_file() and time.monotonic() < waited:
+            time.sleep(0.1)  # the grader writes it (atomically) when its checks are done
         if path and Path(path).is_file():
             results = json.loads(Path(path).read_text())
         else:
