@@ -8,7 +8,6 @@ pages, the gradebook (consistent with grades.csv) and the histogram. Skipped wit
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from nbformat.v4 import new_code_cell
 
 sys.path.insert(0, str(Path(__file__).parent / "submissions"))
 import build  # noqa: E402
+from gradebook_rows import lost, mnist_available, read_grades  # noqa: E402
 
 from labtools.checks import TEST_CELL_POINTS  # noqa: E402
 
@@ -29,18 +29,8 @@ COURSE = REPO / "autograder" / "course"
 SNIPPETS = Path(__file__).parent / "submissions"
 
 
-def _mnist_available() -> bool:
-    try:
-        from labtools.data import fixed_test_set
-
-        fixed_test_set("MNIST", download=False)
-        return True
-    except Exception:
-        return False
-
-
 pytestmark = [
-    pytest.mark.skipif(not _mnist_available(), reason="no MNIST under LABTOOLS_DATA (set it to the datasets root)"),
+    pytest.mark.skipif(not mnist_available(), reason="no MNIST under LABTOOLS_DATA (set it to the datasets root)"),
     pytest.mark.skipif(not (COURSE / "source" / "lab1_retrieval" / "lab1_retrieval.ipynb").is_file(),
                        reason="no source notebooks in autograder/course/source"),
 ]
@@ -77,18 +67,6 @@ def run_grade(lab: str, submissions: Path, out: Path, time_limit: int = 100) -> 
     return subprocess.run([sys.executable, "-m", "autograder", "grade", lab, str(submissions), "--out", str(out),
                            "--jobs", "2", "--time-limit", str(time_limit)], cwd=out.parent, env=env,
                           capture_output=True, text=True, timeout=1200)
-
-
-def read_grades(out: Path) -> dict[str, dict[str, dict]]:
-    rows: dict[str, dict[str, dict]] = {}
-    with open(out / "grades.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            rows.setdefault(row["student"], {})[row["check"]] = row
-    return rows
-
-
-def lost(checks: dict[str, dict]) -> set[str]:
-    return {cid for cid, row in checks.items() if cid != "TOTAL" and float(row["points"]) < float(row["max_points"])}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ page; the grader receives no signal and no connection. Skipped without MNIST or 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import html
 import os
@@ -31,6 +30,7 @@ from nbformat.v4 import new_code_cell
 
 sys.path.insert(0, str(Path(__file__).parent / "submissions"))
 import build  # noqa: E402
+from gradebook_rows import lost, mnist_available, read_grades  # noqa: E402
 
 from labtools import sandbox  # noqa: E402
 
@@ -46,18 +46,8 @@ AP_VALUES = {f"evaluate_AP.{c}" for c in ("perfect_ranking", "hand_example", "hi
 MAP = {"evaluate_mAP.shapes", "evaluate_mAP.hidden_fixed", "evaluate_mAP.hidden_classifier"}
 
 
-def _mnist_available() -> bool:
-    try:
-        from labtools.data import fixed_test_set
-
-        fixed_test_set("MNIST", download=False)
-        return True
-    except Exception:
-        return False
-
-
 pytestmark = [
-    pytest.mark.skipif(not _mnist_available(), reason="no MNIST under LABTOOLS_DATA"),
+    pytest.mark.skipif(not mnist_available(), reason="no MNIST under LABTOOLS_DATA"),
     pytest.mark.skipif(sandbox.unavailable_reason() is not None, reason=f"no sandbox: {sandbox.unavailable_reason()}"),
 ]
 
@@ -168,18 +158,6 @@ def graded(tmp_path_factory):
         signal.signal(signal.SIGUSR1, previous)
     return {"run": run, "out": out, "root": root, "cases": cases, "before": before, "after": after,
             "listener": listener, "signals": signals}
-
-
-def read_grades(out: Path) -> dict[str, dict[str, dict]]:
-    rows: dict[str, dict[str, dict]] = {}
-    with open(out / "grades.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            rows.setdefault(row["student"], {})[row["check"]] = row
-    return rows
-
-
-def lost(checks: dict[str, dict]) -> set[str]:
-    return {c for c, row in checks.items() if c != "TOTAL" and float(row["points"]) < float(row["max_points"])}
 
 
 def feedback_text(out: Path, student: str) -> str:
