@@ -44,6 +44,16 @@ def main(argv=None) -> int:
     grade.add_argument("--no-sandbox", action="store_true",
                        help="grade without the OS sandbox (bubblewrap): student code then runs with your rights; "
                             "every row says 'not sandboxed'")
+    grade.add_argument("--no-similarity", action="store_true",
+                       help="leave out the similarity report (OUT/similarity.csv and .html) after the grade table")
+
+    similar = commands.add_parser("similarity", help="which students' functions and checkpoints are alike "
+                                  "(flags only, changes no grade)")
+    similar.add_argument("lab", help="lab id, e.g. lab2_triplet")
+    similar.add_argument("submissions", help="folder submitted/<student>/<lab>/ (or its parent), a zip, or an LMS zip")
+    similar.add_argument("--out", default="out/similarity", help="output folder (default: out/similarity)")
+    similar.add_argument("--release", default=None,
+                         help="the notebook every student started from (default: notebooks/<lab>.ipynb)")
 
     check = commands.add_parser("check", help="run public and hidden checks on one notebook (no nbgrader)")
     check.add_argument("notebook")
@@ -58,8 +68,16 @@ def main(argv=None) -> int:
 
         results = run_grade(args.lab, Path(args.submissions), Path(args.out), jobs=args.jobs,
                             course=Path(args.course) if args.course else COURSE, time_limit=args.time_limit,
-                            keep_work=args.keep_work, sandboxed=not args.no_sandbox)
+                            keep_work=args.keep_work, sandboxed=not args.no_sandbox,
+                            similarity=not args.no_similarity)
         return 3 if any(c.get("grader_error") for r in results for c in r["checks"]) else 0
+    if args.command == "similarity":
+        from pathlib import Path
+
+        from autograder.similarity import similarity
+
+        similarity(args.lab, Path(args.submissions), Path(args.out), Path(args.release) if args.release else None)
+        return 0
     if args.command == "check":
         from pathlib import Path
 
