@@ -12,6 +12,7 @@ A checkpoint is a plain dict saved with :func:`torch.save` and readable with
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "ConvNet",
     "EmbeddingNet",
     "CheckpointError",
+    "CheckpointTooLarge",
     "extract_features",
     "save_checkpoint",
     "load_checkpoint",
@@ -188,6 +190,10 @@ class CheckpointError(ValueError):
     """A file is not a checkpoint of the network it is loaded into."""
 
 
+class CheckpointTooLarge(CheckpointError):
+    """The file, or what its zip members unpack to, is larger than the reader allows."""
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     net: nn.Module,
@@ -228,14 +234,24 @@ def save_checkpoint(
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike, max_bytes: int | None = None) -> dict[str, Any]:
     """Read a checkpoint file safely (``weights_only=True``) and check it is one of ours.
 
     A bare state dict (as the original lab shipped) is wrapped into a record with unknown metadata.
+    ``max_bytes``: refuse (CheckpointTooLarge) a file larger than that, or one whose zip members unpack
+    to more (torch inflates a compressed member: a file of a few kB can fill the memory).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
+    if max_bytes is not None:
+        size = path.stat().st_size
+        if size <= max_bytes and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                size = max(size, sum(member.file_size for member in archive.infolist()))
+        if size > max_bytes:
+            raise CheckpointTooLarge(f"{path.name} holds {size / 2 ** 20:.0f} MB, more than the "
+                                  f"{max_bytes / 2 ** 20:.0f} MB a checkpoint may")
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:

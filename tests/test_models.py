@@ -179,3 +179,24 @@ def test_a_checkpoint_of_an_unknown_configuration_is_refused(tmp_path):
     torch.save(record, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="holds an EmbeddingNet of an unknown configuration"):
         load_checkpoint(tmp_path / "odd.pt")
+
+
+def test_a_checkpoint_that_unpacks_past_the_limit_is_refused_before_loading(tmp_path):
+    """torch.load inflates compressed zip members: a few kB could fill the memory of the reader."""
+    import zipfile
+
+    from labtools.checks.public import MAX_CHECKPOINT_BYTES, submitted_checkpoint
+    from labtools.models import CheckpointTooLarge, read_checkpoint
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"weight": torch.zeros(MAX_CHECKPOINT_BYTES // 4 + 1024)}, plain)
+    bomb = tmp_path / "triplet_net.pt"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as target:
+        for member in source.infolist():
+            target.writestr(member.filename, source.read(member))
+    assert bomb.stat().st_size < 200_000  # zeros compress to almost nothing
+    assert read_checkpoint(bomb)["state_dict"]["weight"].numel() > 0  # what the limit prevents
+    with pytest.raises(CheckpointTooLarge, match="more than the"):
+        read_checkpoint(bomb, max_bytes=MAX_CHECKPOINT_BYTES)
+    net, record, message = submitted_checkpoint(bomb)
+    assert net is None and "triplet_net.pt" in message and str(tmp_path) not in message

@@ -20,7 +20,6 @@ copy of a course network, the grader's own check (``copied_network``) refuses it
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 
 from autograder.grading.hidden import NEAR_COPY, convnet_parts, file_digest, instructor_networks, weight_distance
 from labtools.checks.public import MAX_CHECKPOINT_BYTES
-from labtools.models import read_checkpoint
+from labtools.models import CheckpointTooLarge, read_checkpoint
 
 #: The checkpoint a lab asks for beside the notebook, by lab (labs with a checkpoint deliverable).
 DELIVERABLES = {"lab2_triplet": "triplet_net.pt"}
@@ -81,14 +80,9 @@ def read_weights(path: Path) -> Weights:
         raise UnreadableCheckpoint(f"{name} is {size / 2 ** 20:.0f} MB, larger than a checkpoint of the lab's "
                                    "ConvNet: not compared")
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                unpacked = sum(member.file_size for member in archive.infolist())
-            if unpacked > MAX_CHECKPOINT_BYTES:
-                raise UnreadableCheckpoint(f"{name} unpacks to {unpacked / 2 ** 20:.0f} MB: not compared")
-        record = read_checkpoint(path)
-    except UnreadableCheckpoint:
-        raise
+        record = read_checkpoint(path, max_bytes=MAX_CHECKPOINT_BYTES)
+    except CheckpointTooLarge as error:
+        raise UnreadableCheckpoint(f"{error}: not compared") from None
     except Exception as error:  # whatever torch's safe loader refuses: junk, pickles, truncated files
         raise UnreadableCheckpoint(f"{name} is not a checkpoint torch.load(weights_only=True) can read "
                                    f"({type(error).__name__}): not compared") from None

@@ -421,7 +421,7 @@ def submitted_checkpoint(path, name: str = "triplet_net.pt"):
     if size > MAX_CHECKPOINT_BYTES:
         return None, None, f"{name} is {size / 2 ** 20:.0f} MB, far larger than a checkpoint of the lab's ConvNet: {how}"
     try:
-        record = read_checkpoint(path)
+        record = read_checkpoint(path, max_bytes=MAX_CHECKPOINT_BYTES)
     except Exception:  # the loader's own text names the grader's path and gives PyTorch's advice
         return None, None, f"{name} is not a checkpoint that labtools.models.load_checkpoint can read: {how}"
     for gate in CHECKPOINT_GATES:
