@@ -378,3 +378,25 @@ def test_a_dropped_statement_keeps_the_line_numbers_of_the_rest():
     refused, clean = scoped_violations(src)
     assert set(refused) == {"subprocess"} and type(clean) is str
     assert clean.split("\n")[1] == "" and clean.split("\n")[4] == "def f(x):"
+
+
+def test_nbgrader_metadata_of_the_wrong_type_is_ignored_not_a_grader_error(tmp_path):
+    """A grade_id that is a number or a list (hand-edited metadata) must not break the grader."""
+    import nbformat
+
+    from autograder.grading.grade import repair_notebook
+    from autograder.grading.trusted import grade_submission
+
+    path = build.write_submission(tmp_path / "s", "lab1_retrieval")
+    nb = nbformat.read(path, as_version=4)
+    solution = next(c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "evaluate_AP")
+    test = next(c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "test_distances")
+    solution.metadata["nbgrader"]["grade_id"] = 5
+    test.metadata["nbgrader"]["grade_id"] = ["test_distances"]
+    nbformat.write(nb, path)
+    result = grade_submission(path, "lab1_retrieval", workroot=tmp_path)
+    assert not any(c["grader_error"] for c in result["checks"])
+    assert all(c["points"] == c["max_points"] for c in result["checks"] if c["check"].startswith("evaluate_AP."))
+    release = REPO_COURSE.parents[1] / "notebooks" / "lab1_retrieval.ipynb"
+    notes = repair_notebook(path, release)
+    assert any("unknown or duplicate nbgrader metadata" in n for n in notes)

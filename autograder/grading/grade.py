@@ -295,6 +295,7 @@ def repair_notebook(path: Path, release: Path) -> list[str]:
         if meta is None:
             continue
         grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+        grade_id = grade_id if isinstance(grade_id, str) else None  # a number or a list is no id nbgrader knows
         if grade_id not in known or grade_id in seen or known[grade_id].cell_type != cell.cell_type:
             del cell.metadata["nbgrader"]
             notes.append(f"a {cell.cell_type} cell had unknown or duplicate nbgrader metadata ({grade_id!r}): ignored")

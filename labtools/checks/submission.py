@@ -269,7 +269,7 @@ def extract_from_notebook(nb: dict, lab_id: str) -> tuple[str, list[str]]:
     chosen: list[int] = []
     for i, cell in enumerate(code_cells):
         meta = cell.get("metadata", {}).get("nbgrader", {}) if isinstance(cell.get("metadata"), dict) else {}
-        if isinstance(meta, dict) and meta.get("solution") and not meta.get("grade_id", "").startswith("test_"):
+        if isinstance(meta, dict) and meta.get("solution") and not str(meta.get("grade_id") or "").startswith("test_"):
             chosen.append(i)
     for name in LAB_FUNCTIONS[lab_id]:
         if not any(_defines(_source(code_cells[i]), name) for i in chosen):
