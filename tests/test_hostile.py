@@ -248,6 +248,8 @@ def test_the_attacks_ran_and_were_stopped(graded):
     assert "DENIED ../../../gradebook.db" in reads and "NOIMPORT ModuleNotFoundError" in reads
     assert "READ " not in reads and "PROC " in reads  # /proc holds the sandbox's own processes only
     assert f"DENIED {REPO}/models/mnist_triplet.pt PermissionError" in reads  # the course's Lab 2 network
+    others = next(line for line in reads.splitlines() if line.startswith("OTHERS"))
+    assert not any(student in others for student in graded["cases"] if student != "cell_reads"), others
     writes = printed(out, "cell_writes")
     assert "WROTE pwned.txt" in writes and "WROTE /tmp/pwned.txt" in writes  # inside, gone with the sandbox
     assert "TAMPERED" not in writes and "NOBIG ." in writes and "NOBIG /tmp" in writes

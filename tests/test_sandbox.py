@@ -231,11 +231,18 @@ def test_the_autograde_kernel_runs_in_the_sandbox(tmp_path):
     assert sorted(p.name for p in work.iterdir()) == ["triplet_net.pt"]  # what it wrote stayed inside
 
 
-def _grade_cli(tmp_path, *extra, path=None):
-    folder = tmp_path / "submissions" / "nobody"
+def _grade_cli(tmp_path, *extra, path=None, solution=False, **environ):
+    """``python -m autograder grade`` of a class of one: a folder without a notebook, or a solution."""
+    folder = tmp_path / "submissions" / ("solution" if solution else "nobody")
     folder.mkdir(parents=True)
-    (folder / "notes.txt").write_text("no notebook here")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if solution:
+        sys.path.insert(0, str(Path(__file__).parent / "submissions"))
+        import build
+
+        build.write_submission(folder, "lab1_retrieval")
+    else:
+        (folder / "notes.txt").write_text("no notebook here")
+    env = {**os.environ, "PYTHONPATH": str(REPO), **environ}
     if path is not None:
         env["PATH"] = path
     return subprocess.run([sys.executable, "-m", "autograder", "grade", "lab1_retrieval", str(tmp_path / "submissions"),
@@ -249,6 +256,15 @@ def test_grade_refuses_to_run_without_the_sandbox(tmp_path):
     assert "apt-get install bubblewrap" in run.stderr and "--no-sandbox" in run.stderr, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "out" / "grades.csv").exists()
+
+
+def test_grading_from_an_empty_data_cache_finishes(tmp_path, require_mnist):
+    """The grader stages and decodes the data first; done in its own process, torch's threads would
+    hang the pool's forked workers (a fresh clone's CI did)."""
+    run = _grade_cli(tmp_path, solution=True, XDG_CACHE_HOME=str(tmp_path / "empty-cache"))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (tmp_path / "empty-cache" / "metric-lab" / "staged").is_dir()
+    assert "solution                     4.00" in run.stdout
 
 
 def test_grading_without_the_sandbox_says_so_on_every_row(tmp_path):

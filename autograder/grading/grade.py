@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -369,14 +370,20 @@ def _init_gradebook(gradebook: Path, base: Path) -> None:
         shutil.copy(base / "gradebook.db", gradebook)
 
 
-def _warm_data() -> None:
-    """Stage and decode the datasets here, on the trusted side: sandboxed code reads them read-only."""
-    from labtools.data import warm_cache
+def _start_warming_data() -> subprocess.Popen:
+    """Stage and decode the datasets on the trusted side (sandboxed code reads them read-only), in a
+    child process: decoding in this one would start torch's OpenMP threads, whose state the pool's
+    forked workers inherit broken (their first parallel operation then waits forever)."""
+    return subprocess.Popen([sys.executable, "-c", "from labtools.data import warm_cache; warm_cache()"],
+                            env=tool_env(PYTHONPATH=str(REPO)), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
-    try:
-        warm_cache()
-    except (OSError, ValueError) as error:  # the checks that need the data say so, as grader errors
-        print(f"WARNING: the data cache could not be prepared: {error}", file=sys.stderr)
+
+def _wait_for_data(warming: subprocess.Popen) -> None:
+    _, errors = warming.communicate()
+    if warming.returncode:  # the checks that need the data say so, as grader errors
+        last = (errors.strip().splitlines() or ["no message"])[-1]
+        print(f"WARNING: the data cache could not be prepared: {last}", file=sys.stderr)
 
 
 def histogram(totals: list[float], maximum: float, path: Path) -> None:
@@ -410,12 +417,13 @@ def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = 
         except SandboxUnavailable as error:
             raise SystemExit(f"cannot grade: the OS sandbox for student code is not available: {error}. "
                              "Grading without it (--no-sandbox) runs every submission with your rights.")
-        _warm_data()
     if not (course / "source" / lab / f"{lab}.ipynb").is_file():
         raise SystemExit(f"no source notebook {course / 'source' / lab / (lab + '.ipynb')}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "work").mkdir(exist_ok=True)
+    warming = _start_warming_data()
     base = prepare_base(lab, course, out)
+    _wait_for_data(warming)
     items = collect(lab, submissions, Path(tempfile.mkdtemp(prefix="collect-", dir=out / "work")))
     gradebook = out / "gradebook.db"
     _init_gradebook(gradebook, base)
