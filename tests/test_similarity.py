@@ -325,12 +325,12 @@ def test_hostile_and_broken_submissions_end_in_notes_and_the_rest_is_compared(tm
     assert "triplet_net.pt is a symbolic link: not compared" in notes["linked"]
     assert "not a checkpoint torch.load(weights_only=True) can read" in notes["checkpoints"]
     assert not (tmp_path / "canary").exists()
-    assert "triplet_net.pt unpacks to 191 MB: not compared" in notes["bomb"]
+    assert "triplet_net.pt holds 191 MB, more than the 32 MB a checkpoint may: not compared" in notes["bomb"]
     assert "triplet_net.pt is 40 MB, larger than a checkpoint" in notes["big"]
     pairs = {(m.student_a, m.student_b) for m in result.code if m.flagged}
     assert ("ada", "bob") in pairs and ("ada", "checkpoints") in pairs  # the readable notebooks are compared
     page = (tmp_path / "report" / "similarity.html").read_text()
-    assert "Not compared, or compared in part" in page and "unpacks to 191 MB" in page
+    assert "Not compared, or compared in part" in page and "holds 191 MB, more than the 32 MB" in page
 
 
 def test_the_report_shows_student_code_as_text_and_runs_none_of_it(tmp_path):
