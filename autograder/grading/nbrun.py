@@ -80,6 +80,7 @@ def start_forked(argv: list[str], cwd, env: dict[str, str], log_path) -> int:
     code = 1  # the child: never returns
     try:
         os.setsid()
+        _die_with_parent()
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
         log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -95,6 +96,17 @@ def start_forked(argv: list[str], cwd, env: dict[str, str], log_path) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """Linux: be killed when the grader's process that forked this one dies (a grader killed by
+    its user must not leave nbgrader runs waiting for results that never come)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def wait_forked(pid: int, timeout: float) -> str:
