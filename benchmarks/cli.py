@@ -1,6 +1,10 @@
 """What the benchmark scripts share on their command lines."""
 
 import argparse
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -23,3 +27,16 @@ def available_device(text: str) -> str:
     except (RuntimeError, AssertionError) as error:  # AssertionError: a torch built without CUDA
         raise argparse.ArgumentTypeError(f"{text!r} cannot be used here: {str(error).splitlines()[0]}") from None
     return text
+
+
+@contextlib.contextmanager
+def work_folder(keep: str | None, prefix: str):
+    """The folder a benchmark builds its class in: ``keep`` (``--keep``, left in place) or a
+    temporary folder removed afterwards, whatever happens."""
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)

@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "submissions"))
 
 from autograder.nbgrader_cli import tool_env  # noqa: E402
-from benchmarks.cli import positive_int  # noqa: E402
+from benchmarks.cli import positive_int, work_folder  # noqa: E402
 
 
 def make_submissions(root: Path, n: int) -> Path:
@@ -83,16 +82,11 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", default=None, help="keep the work folder here instead of a temporary one")
     args = parser.parse_args(argv)
     n = 2 if args.smoke else args.n
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="grading-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
     env = tool_env(PYTHONPATH=str(REPO), LABTOOLS_FAST="1")
-    try:
+    with work_folder(args.keep, "grading-bench-") as work:
         submissions = make_submissions(work / "submissions", n)
         stock = stock_nbgrader(submissions, work, env)
         ours = this_grader(submissions, work, env, args.jobs)
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
     cpu = f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}"
     print(f"Lab 1, {n} submissions ({cpu})")
     print(f"{'':38}{'total s':>9}{'s/submission':>14}")

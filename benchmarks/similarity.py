@@ -25,7 +25,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import tokenize
 from pathlib import Path
@@ -35,7 +34,7 @@ LAB = "lab2_triplet"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "submissions"))
 
-from benchmarks.cli import positive_int  # noqa: E402
+from benchmarks.cli import positive_int, work_folder  # noqa: E402
 
 
 def versions() -> dict[str, list[str]]:
@@ -122,9 +121,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", default=None, help="keep the work folder here instead of a temporary one")
     args = parser.parse_args(argv)
     n = 12 if args.smoke else args.n
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="similarity-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with work_folder(args.keep, "similarity-bench-") as work:
         make_class(work / "class", n, args.seed)
         started = time.monotonic()
         run = subprocess.run([sys.executable, "-m", "autograder", "similarity", LAB, str(work / "class"), "--out",
@@ -135,9 +132,6 @@ def main(argv=None) -> int:
             print(run.stdout[-2000:], run.stderr[-3000:], file=sys.stderr)
             raise SystemExit("python -m autograder similarity failed")
         rows = (work / "report" / "similarity.csv").read_text().splitlines()[1:]
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
     flagged = [row for row in rows if ",yes," in row]
     cpu = f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}"
     print(f"Lab 2, {n} submissions ({cpu})")
