@@ -1,6 +1,6 @@
 """Build the lab notebooks from percent-format sources and release them with nbgrader.
 
-The notebooks are written as readable Python scripts in ``autograder/notebook_src/<lab>.py``.
+The notebooks are written as readable Python scripts in ``autograder/labs/<lab>/notebook.py``.
 A line starting with ``# %%`` opens a cell; the rest of that line says what the cell is::
 
     # %%                                   a code cell
@@ -17,7 +17,7 @@ A line starting with ``# %%`` opens a cell; the rest of that line says what the 
                                            any cell may add notebook tags or an explicit "id"
 
 A solution cell is never written by hand: its code is generated from the reference module
-(``autograder.reference.<lab module>``), the def line and docstring of the function followed by
+(``autograder.labs.<lab>.reference``), the def line and docstring of the function followed by
 its body between ``### BEGIN SOLUTION`` and ``### END SOLUTION``, so the reference module is the
 one copy of every solution. For a class (``# %% [solution] NormSoftmax``) the class line, its
 docstring and every method's def line(s) and docstring are kept, and each method's body lies
@@ -25,7 +25,7 @@ between its own pair of delimiters: students write the bodies. Lines before the 
 a header for the reader and are ignored.
 
 Cells marked ``# NBVAL_CHECK_OUTPUT`` have their outputs compared by nbval. Those outputs are
-recorded, with a hash of the cell's source, in ``autograder/notebook_src/<lab>.outputs.json`` by
+recorded, with a hash of the cell's source, in ``autograder/labs/<lab>/notebook.outputs.json`` by
 ``build --execute`` (the notebook run once in fast mode) and merged in by every plain ``build``.
 No other cell keeps an output or an execution count; a checked cell gets the execution count of
 a clean top-to-bottom run (its rank among the code cells), without which nbval would not compare it.
@@ -45,7 +45,6 @@ import argparse
 import ast
 import copy
 import hashlib
-import importlib
 import inspect
 import json
 import os
@@ -60,21 +59,16 @@ from pathlib import Path
 
 import nbformat
 
+from autograder import labs
 from autograder.nbgrader_cli import tool_env
+from labtools.labs import lab_ids
 
 REPO = Path(__file__).resolve().parents[1]
-SRC_DIR = Path(__file__).resolve().parent / "notebook_src"
 COURSE_DIR = Path(__file__).resolve().parent / "course"
 RELEASE_DIR = REPO / "notebooks"
 
-#: Every lab: its notebook source is notebook_src/<lab>.py, its reference autograder.reference.<module>.
-LABS = {
-    "lab1_retrieval": "lab1",
-    "lab2_triplet": "lab2",
-    "lab3_smoothap": "lab3",
-    "lab4_beyond": "lab4",
-    "lab5_dvml": "lab5",
-}
+#: Every lab: its notebook source is autograder/labs/<lab>/notebook.py, its reference autograder.labs.<lab>.reference.
+LABS = lab_ids()
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CHECK_OUTPUT = "# NBVAL_CHECK_OUTPUT"
@@ -107,8 +101,8 @@ class CellSpec:
 
 
 def reference_module(lab: str, override: str | None = None):
-    """The reference module of ``lab`` (or ``autograder.reference.<override>``)."""
-    return importlib.import_module(f"autograder.reference.{override or LABS[lab]}")
+    """The reference module of ``lab`` (or of the lab ``override``)."""
+    return labs.reference(override or lab)
 
 
 def split_function(function) -> tuple[list[str], list[str]]:
@@ -265,7 +259,7 @@ def build_notebook(lab: str, outputs: dict | None = None, *, with_outputs: bool 
     ``outputs``: the recorded outputs of the NBVAL_CHECK_OUTPUT cells (default: the recorded file);
     ``with_outputs=False`` leaves every cell without outputs (a notebook about to be executed).
     """
-    path = SRC_DIR / f"{lab}.py"
+    path = labs.lab_dir(lab) / "notebook.py"
     specs = parse_source(path)
     cells = []
     seen_ids: set[str] = set()
@@ -346,7 +340,7 @@ def build_notebook(lab: str, outputs: dict | None = None, *, with_outputs: bool 
 
 
 def outputs_path(lab: str) -> Path:
-    return SRC_DIR / f"{lab}.outputs.json"
+    return labs.lab_dir(lab) / "notebook.outputs.json"
 
 
 def load_outputs(lab: str) -> dict:

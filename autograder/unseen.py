@@ -32,8 +32,8 @@ from torch.utils.data import TensorDataset
 
 from autograder.checkpoints import MODELS_DIR, describe_device
 from autograder.evaluation import full_ranking_ap
-from autograder.reference.lab4 import arcface_loss, f1, nmi, norm_softmax_loss, recall_at_k
-from autograder.reference.lab5 import dvml_loss, reparameterize
+from autograder.labs.lab4_beyond.reference import arcface_loss, f1, nmi, norm_softmax_loss, recall_at_k
+from autograder.labs.lab5_dvml.reference import dvml_loss, reparameterize
 from autograder.training import SCHEDULES, fit
 from labtools.data import load_images, train_val_split
 from labtools.dvml import DVML

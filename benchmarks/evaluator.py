@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from autograder.evaluation import full_ranking_ap  # noqa: E402
-from autograder.reference.lab1 import distances  # noqa: E402
+from autograder.labs.lab1_retrieval.reference import distances  # noqa: E402
 from benchmarks.cli import available_device, positive_int  # noqa: E402
 
 PEERS = ("plain", "sklearn", "torchmetrics", "pml")

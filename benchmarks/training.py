@@ -3,7 +3,7 @@
     python benchmarks/training.py [--epochs 1] [--limit N] [--device cuda] [--threads T] [--smoke]
 
 Both train the lab's ConvNet from the same initial weights with SGD (lr 0.01, momentum 0.9) on
-batches of 100, the loss being ``autograder.reference.lab2.triplet_loss`` of ``net.features(x)``:
+batches of 100, the loss being ``autograder.labs.lab2_triplet.reference.triplet_loss`` of ``net.features(x)``:
 
 * textbook: ``torchvision.datasets.MNIST`` with ``transforms.ToTensor()`` through a
   ``torch.utils.data.DataLoader`` (shuffle=True, batch 100, no workers), each batch moved to the device;
@@ -50,7 +50,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from autograder.reference.lab2 import triplet_loss  # noqa: E402
+from autograder.labs.lab2_triplet.reference import triplet_loss  # noqa: E402
 from autograder.training import autocast_net, validation_map  # noqa: E402
 from benchmarks.cli import available_device, positive_int  # noqa: E402
 from labtools import data, models  # noqa: E402

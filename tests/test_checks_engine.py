@@ -72,7 +72,7 @@ def test_static_rules():
 
 
 def test_public_checks_in_process_pass_for_the_reference(capsys):
-    from autograder.reference.lab1 import distances, evaluate_AP, evaluate_mAP
+    from autograder.labs.lab1_retrieval.reference import distances, evaluate_AP, evaluate_mAP
 
     for f in (distances, evaluate_AP, evaluate_mAP):
         run_public_checks("lab1_retrieval", f.__name__, f)

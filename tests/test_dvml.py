@@ -1,4 +1,4 @@
-"""Lab 5, DVML: the reference (autograder.reference.lab5) and the provided network (labtools.dvml).
+"""Lab 5, DVML: the reference (autograder.labs.lab5_dvml.reference) and the provided network (labtools.dvml).
 
 pytorch-metric-learning's ``TripletMarginMiner(margin, type_of_triplets="semihard")`` keeps the
 triplets with 0 < d(a, n) - d(a, p) <= margin, in ``LpDistance()`` (Euclidean, not squared, of
@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from autograder.reference import lab5
-from autograder.reference.lab5 import (
+from autograder.labs.lab5_dvml import reference as lab5
+from autograder.labs.lab5_dvml.reference import (
     dvml_loss,
     kl_divergence,
     reparameterize,

@@ -7,7 +7,7 @@ from sklearn.metrics import average_precision_score
 
 from autograder import evaluation
 from autograder.evaluation import full_ranking_ap, pr_curve, top_k
-from autograder.reference.lab1 import distances, evaluate_AP, evaluate_mAP
+from autograder.labs.lab1_retrieval.reference import distances, evaluate_AP, evaluate_mAP
 from labtools.data import digits_dataset
 from labtools.models import ConvNet
 

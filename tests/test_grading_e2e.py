@@ -225,7 +225,7 @@ def test_lab1_feedback_shows_trusted_messages_and_no_hidden_tests(lab1):
         pages = list((out / "feedback" / student).glob("*.html"))
         assert pages, student
         text = pages[0].read_text(errors="replace")
-        assert "BEGIN HIDDEN TESTS" not in text and "autograder.reference" not in text, student
+        assert "BEGIN HIDDEN TESTS" not in text and "autograder.labs" not in text, student
     text = next((out / "feedback" / "ap_off_by_one").glob("*.html")).read_text()
     assert "evaluate_AP.hidden_fixed" in text and "should have AP 1" in text
     text = next((out / "feedback" / "patches_and_overrides").glob("*.html")).read_text()

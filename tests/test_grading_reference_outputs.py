@@ -1,4 +1,4 @@
-"""The stored outputs of the hidden checks still match autograder.reference."""
+"""The stored outputs of the hidden checks still match the reference modules."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""The Lab 4 reference metrics (autograder.reference.lab4) and the provided ones (labtools.metrics),
+"""The Lab 4 reference metrics (autograder.labs.lab4_beyond.reference) and the provided ones (labtools.metrics),
 each against an independent implementation: loops over the definition, scikit-learn and
 pytorch-metric-learning's AccuracyCalculator. The data are random floats: no two distances tie.
 """
@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 import torch
 
-from autograder.reference import lab4
-from autograder.reference.lab4 import f1, kmeans, nmi, precision_at_1, recall_at_k
+from autograder.labs.lab4_beyond import reference as lab4
+from autograder.labs.lab4_beyond.reference import f1, kmeans, nmi, precision_at_1, recall_at_k
 from labtools.checks import loop_violations
 from labtools.metrics import map_at_r, r_precision
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from autograder.grading.trusted import default_limits
-from autograder.reference import lab1, lab4, lab5
+from autograder.labs.lab1_retrieval import reference as lab1
+from autograder.labs.lab4_beyond import reference as lab4
+from autograder.labs.lab5_dvml import reference as lab5
 from labtools.checks import TEST_CELL_POINTS, checks_for
 from labtools.checks.engine import check_source
 
@@ -25,7 +27,7 @@ REFERENCES = {"lab4_beyond": lab4, "lab5_dvml": lab5}
 
 def reference_source(lab) -> str:
     """A lab's reference as a submission: its module source, Lab 1's distances instead of the import."""
-    source = inspect.getsource(REFERENCES[lab]).replace("from autograder.reference.lab1 import distances\n", "")
+    source = inspect.getsource(REFERENCES[lab]).replace("from autograder.labs.lab1_retrieval.reference import distances\n", "")
     return source + "\n\n" + inspect.getsource(lab1.distances)
 
 

@@ -1,6 +1,6 @@
 """The Lab 4 losses against pytorch-metric-learning 2.9, weights copied between the two.
 
-The graded ones (autograder.reference.lab4: NormSoftmax, ArcFace) and the provided ones
+The graded ones (autograder.labs.lab4_beyond.reference: NormSoftmax, ArcFace) and the provided ones
 (labtools.losses: EPSHN triplets, ProxyNCA, Sub-center ArcFace). pytorch-metric-learning's
 conventions, read in its source (losses/*.py, distances/*.py, reducers/*.py):
 
@@ -29,8 +29,8 @@ import textwrap
 import pytest
 import torch
 
-from autograder.reference import lab4
-from autograder.reference.lab4 import NormSoftmax, arcface_loss, norm_softmax_loss
+from autograder.labs.lab4_beyond import reference as lab4
+from autograder.labs.lab4_beyond.reference import NormSoftmax, arcface_loss, norm_softmax_loss
 from labtools.checks import loop_violations
 from labtools.losses import epshn_triplet_loss, proxy_nca_loss, subcenter_arcface_loss
 

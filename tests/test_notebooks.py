@@ -1,4 +1,4 @@
-"""The lab notebooks: built from notebook_src/, released with nbgrader, free of solutions.
+"""The lab notebooks: built from autograder/labs/<lab>/notebook.py, released with nbgrader, free of solutions.
 
 * the committed source notebooks are exactly what the builder writes, and the committed
   ``notebooks/`` exactly what a fresh ``nbgrader generate_assignment`` makes of them;
@@ -18,7 +18,11 @@ import pytest
 import torch
 
 from autograder import notebooks
-from autograder.reference import lab1, lab2, lab3, lab4, lab5
+from autograder.labs.lab1_retrieval import reference as lab1
+from autograder.labs.lab2_triplet import reference as lab2
+from autograder.labs.lab3_smoothap import reference as lab3
+from autograder.labs.lab4_beyond import reference as lab4
+from autograder.labs.lab5_dvml import reference as lab5
 
 LABS = list(notebooks.LABS)
 REFERENCES = {"lab1_retrieval": (lab1,), "lab2_triplet": (lab2, lab1), "lab3_smoothap": (lab3, lab2, lab1),

@@ -1,4 +1,4 @@
-"""The reference Smooth-AP loss of Lab 3 (autograder.reference.lab3.smooth_ap_loss)."""
+"""The reference Smooth-AP loss of Lab 3 (autograder.labs.lab3_smoothap.reference.smooth_ap_loss)."""
 
 import inspect
 import sys
@@ -9,8 +9,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from autograder.evaluation import full_ranking_ap
-from autograder.reference import lab3
-from autograder.reference.lab3 import smooth_ap_loss
+from autograder.labs.lab3_smoothap import reference as lab3
+from autograder.labs.lab3_smoothap.reference import smooth_ap_loss
 from labtools.checks import loop_violations
 
 

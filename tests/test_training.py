@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from autograder.checkpoints import CONFIGS
-from autograder.reference.lab2 import triplet_loss, train_triplets
+from autograder.labs.lab2_triplet.reference import triplet_loss, train_triplets
 from autograder.training import augment_batch, autocast_net, fit, shift_batch
 from labtools.data import digits_dataset
 from labtools.models import ConvNet, load_checkpoint

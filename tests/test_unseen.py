@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from autograder import evaluation
-from autograder.reference.lab5 import dvml_loss
+from autograder.labs.lab5_dvml.reference import dvml_loss
 from autograder.unseen import (ALL_RUNS, DATASETS, DVML_RUNS, DVML_SETTINGS, HELD_OUT, KS, LAB5_DIR, LOSSES,
                                OUT_DIR, RUNS, flat_scores, remeasure, rescore_run, score_features, table,
                                train_run, training_set)

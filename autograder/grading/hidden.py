@@ -1,6 +1,6 @@
-"""Hidden checks: the student's functions against :mod:`autograder.reference`, instructor side only.
+"""Hidden checks: the student's functions against ``autograder.labs.<lab>.reference``, instructor side only.
 
-Fixed inputs come with stored reference outputs (``autograder/reference_outputs/<lab>.pt``,
+Fixed inputs come with stored reference outputs (``autograder/labs/<lab>/reference_outputs.pt``,
 written by ``python -m autograder.grading.reference_outputs``); fresh random inputs are drawn at
 grading time and compared with the reference computed here, in the grader's process. Both are
 built so that margins and ties matter (:func:`fixed_inputs`); tests/test_hidden_strength.py
@@ -27,7 +27,6 @@ from labtools.checks.public import (
 )
 from labtools.checks.registry import Call, Check, register
 
-OUTPUTS_DIR = Path(__file__).resolve().parents[1] / "reference_outputs"
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 TOL = 1e-4
 MAP_STEPS = ((0.90, 1.0), (0.95, 0.75), (0.98, 0.75))
@@ -209,15 +208,22 @@ def build(spec):
 
 
 def reference_output(function: str, args, kwargs):
-    from autograder.reference import lab1, lab2, lab3, lab4, lab5
+    from autograder.labs import reference
+    from labtools.labs import lab_ids
 
-    func = next(getattr(m, function) for m in (lab1, lab2, lab3, lab4, lab5) if hasattr(m, function))
+    func = next(getattr(m, function) for m in map(reference, lab_ids()) if hasattr(m, function))
     return func(*[build(a) for a in args], **{k: build(v) for k, v in kwargs.items()})
 
 
 def load_outputs(lab_id: str) -> dict:
-    path = OUTPUTS_DIR / f"{lab_id}.pt"
-    return torch.load(path, weights_only=True)
+    return torch.load(outputs_path(lab_id), weights_only=True)
+
+
+def outputs_path(lab_id: str) -> Path:
+    """The stored reference outputs of ``lab_id``'s hidden checks."""
+    from autograder.labs import lab_dir
+
+    return lab_dir(lab_id) / "reference_outputs.pt"
 
 
 def _compare(function: str, value, expected, where: str) -> tuple[bool, str]:
@@ -483,7 +489,7 @@ def _train_lowers_judge(outcomes, state, ctx):
     failure = _failed(outcomes)
     if failure:
         return False, failure
-    from autograder.reference.lab2 import triplet_loss
+    from autograder.labs.lab2_triplet.reference import triplet_loss
     from labtools.models import load_checkpoint
 
     try:
@@ -710,7 +716,7 @@ def hidden_checks(lab_id: str, function: str | None = None) -> list[Check]:
 
 
 def _head_prepare():
-    from autograder.reference.lab4 import NormSoftmax
+    from autograder.labs.lab4_beyond.reference import NormSoftmax
 
     seed = random.Random().randrange(1 << 30)
     x = 2 * torch.randn(6, 16, generator=torch.Generator().manual_seed(seed)) + 0.5

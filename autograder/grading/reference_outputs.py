@@ -1,7 +1,7 @@
 """``python -m autograder.grading.reference_outputs``: write the stored outputs of the hidden checks.
 
 For every fixed input of :func:`autograder.grading.hidden.fixed_inputs`, the output of
-:mod:`autograder.reference` is saved with the input in ``autograder/reference_outputs/<lab>.pt``
+``autograder.labs.<lab>.reference`` is saved with the input in ``autograder/labs/<lab>/reference_outputs.pt``
 (plain data, ``weights_only``-loadable). ``tests/test_grading_reference_outputs.py`` checks that
 the stored outputs still match the reference module.
 """
@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from autograder.grading.hidden import OUTPUTS_DIR, fixed_inputs, reference_output
+from autograder.grading.hidden import fixed_inputs, outputs_path, reference_output
 
 LABS = {"lab1_retrieval": ("distances", "evaluate_AP", "evaluate_mAP"), "lab2_triplet": ("triplet_loss",),
         "lab3_smoothap": ("smooth_ap_loss",),
@@ -35,10 +35,9 @@ def compute() -> dict[str, dict]:
 
 
 def main() -> int:
-    OUTPUTS_DIR.mkdir(parents=True, exist_ok=True)
     for lab, record in compute().items():
-        torch.save(record, OUTPUTS_DIR / f"{lab}.pt")
-        print(f"wrote {OUTPUTS_DIR / (lab + '.pt')}")
+        torch.save(record, outputs_path(lab))
+        print(f"wrote {outputs_path(lab)}")
     return 0
 
 

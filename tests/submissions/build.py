@@ -1,7 +1,7 @@
 """Build sample submissions for the tests: the reference's code (or a snippet) put into a notebook.
 
 Nothing here is a copy of a solution: :func:`reference_code` reads the functions of
-``autograder.reference`` at test time, and the mistaken or hostile versions are small snippets
+``autograder.labs.<lab>.reference`` at test time, and the mistaken or hostile versions are small snippets
 (``lab1/*.py``, ``lab2/*.py``) whose functions replace the reference's. When the released notebook
 ``notebooks/<lab>.ipynb`` exists its cells are used; otherwise a fixture notebook with the same
 nbgrader metadata is built (:func:`source_notebook`).
@@ -107,7 +107,11 @@ HEADER = "import torch\nfrom labtools.models import ConvNet, extract_features, l
 
 
 def reference_code() -> dict[str, str]:
-    from autograder.reference import lab1, lab2, lab3, lab4, lab5
+    from autograder.labs.lab1_retrieval import reference as lab1
+    from autograder.labs.lab2_triplet import reference as lab2
+    from autograder.labs.lab3_smoothap import reference as lab3
+    from autograder.labs.lab4_beyond import reference as lab4
+    from autograder.labs.lab5_dvml import reference as lab5
 
     functions = [lab1.distances, lab1.evaluate_AP, lab1.evaluate_mAP, lab2.triplet_loss, lab3.smooth_ap_loss]
     functions += [getattr(lab4, name) for name in ("recall_at_k", "kmeans", "contingency_table", "nmi", "f1",

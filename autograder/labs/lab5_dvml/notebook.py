@@ -1,6 +1,6 @@
 # Source of the Lab 5 notebook (lab5_dvml). Build it with:
 #     python -m autograder.notebooks build lab5_dvml
-# The [solution] cells are generated from autograder/reference/lab5.py (and lab1.py, lab4.py for the
+# The [solution] cells are generated from autograder/labs/lab5_dvml/reference.py (and lab1.py, lab4.py for the
 # pasted functions); see autograder/notebooks.py. The study's networks are models/lab5/<run>.pt with
 # their cards <run>.json, trained and measured by `python -m autograder unseen` (autograder/unseen.py).
 
@@ -100,17 +100,17 @@ print("test:", tuple(test_images.shape), "images per class", torch.bincount(test
 # `f1` (Lab 4) into the cells below (replace the whole `# YOUR CODE HERE` part). They are not
 # graded again here; the mining and the evaluation use them.
 
-# %% [solution] distances {"graded": false, "reference": "lab1"}
+# %% [solution] distances {"graded": false, "reference": "lab1_retrieval"}
 
-# %% [solution] recall_at_k {"graded": false, "reference": "lab4"}
+# %% [solution] recall_at_k {"graded": false, "reference": "lab4_beyond"}
 
-# %% [solution] kmeans {"graded": false, "reference": "lab4"}
+# %% [solution] kmeans {"graded": false, "reference": "lab4_beyond"}
 
-# %% [solution] contingency_table {"graded": false, "reference": "lab4"}
+# %% [solution] contingency_table {"graded": false, "reference": "lab4_beyond"}
 
-# %% [solution] nmi {"graded": false, "reference": "lab4"}
+# %% [solution] nmi {"graded": false, "reference": "lab4_beyond"}
 
-# %% [solution] f1 {"graded": false, "reference": "lab4"}
+# %% [solution] f1 {"graded": false, "reference": "lab4_beyond"}
 
 # %% [markdown]
 # ## 1. The intra-class variance: KL term and reparameterized draws

@@ -1,6 +1,6 @@
 # Source of the Lab 1 notebook (lab1_retrieval). Build it with:
 #     python -m autograder.notebooks build lab1_retrieval
-# The [solution] cells are generated from autograder/reference/lab1.py; see autograder/notebooks.py.
+# The [solution] cells are generated from autograder/labs/lab1_retrieval/reference.py; see autograder/notebooks.py.
 
 # %% [markdown]
 # # Lab 1: Image retrieval and mean average precision

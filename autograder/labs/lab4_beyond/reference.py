@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from autograder.reference.lab1 import distances
+from autograder.labs.lab1_retrieval.reference import distances
 from labtools.validate import check_features, check_labels, check_weights
 
 

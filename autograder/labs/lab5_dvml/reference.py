@@ -8,7 +8,7 @@ squared Euclidean between L2-normalized rows (Lab 1's ``distances``). Every func
 import torch
 from torch.nn import functional as F
 
-from autograder.reference.lab1 import distances
+from autograder.labs.lab1_retrieval.reference import distances
 from labtools.validate import check_features, check_labels, check_pair
 
 

@@ -1,6 +1,6 @@
 # Source of the Lab 4 notebook (lab4_beyond). Build it with:
 #     python -m autograder.notebooks build lab4_beyond
-# The [solution] cells are generated from autograder/reference/lab4.py (and lab1.py for the pasted
+# The [solution] cells are generated from autograder/labs/lab4_beyond/reference.py (and lab1.py for the pasted
 # distances); see autograder/notebooks.py. The study's networks are models/lab4/<run>.pt with their
 # cards <run>.json, trained and measured by `python -m autograder unseen` (autograder/unseen.py).
 
@@ -96,7 +96,7 @@ for key, name in DATASETS.items():
 # Paste your `distances` from Lab 1 into the cell below (replace the whole `# YOUR CODE HERE`
 # part). It is not graded again, but your Recall@K can use it.
 
-# %% [solution] distances {"graded": false, "reference": "lab1"}
+# %% [solution] distances {"graded": false, "reference": "lab1_retrieval"}
 
 # %% [markdown]
 # ## 1. Recall@K

@@ -1,6 +1,6 @@
 # Source of the Lab 2 notebook (lab2_triplet). Build it with:
 #     python -m autograder.notebooks build lab2_triplet
-# The [solution] cells are generated from autograder/reference/lab2.py (and lab1.py for the
+# The [solution] cells are generated from autograder/labs/lab2_triplet/reference.py (and lab1.py for the
 # functions pasted from Lab 1); see autograder/notebooks.py.
 
 # %% [markdown]
@@ -63,9 +63,9 @@ print("test:", tuple(images.shape), "train:", tuple(train_set.tensors[0].shape),
 
 # %% [solution] distances {"graded": false}
 
-# %% [solution] evaluate_AP {"graded": false, "reference": "lab1"}
+# %% [solution] evaluate_AP {"graded": false, "reference": "lab1_retrieval"}
 
-# %% [solution] evaluate_mAP {"graded": false, "reference": "lab1"}
+# %% [solution] evaluate_mAP {"graded": false, "reference": "lab1_retrieval"}
 
 # %% [markdown]
 # ## 1. Triplet loss

@@ -5,7 +5,7 @@ import os
 import torch
 from tqdm.auto import tqdm
 
-from autograder.reference.lab1 import distances
+from autograder.labs.lab1_retrieval.reference import distances
 from labtools.data import DeviceLoader
 from labtools.models import load_checkpoint, save_checkpoint
 

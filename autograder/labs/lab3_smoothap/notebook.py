@@ -1,6 +1,6 @@
 # Source of the Lab 3 notebook (lab3_smoothap). Build it with:
 #     python -m autograder.notebooks build lab3_smoothap
-# The [solution] cells are generated from autograder/reference/lab3.py (and lab1.py, lab2.py for
+# The [solution] cells are generated from autograder/labs/lab3_smoothap/reference.py (and lab1.py, lab2.py for
 # the functions pasted from Labs 1 and 2); see autograder/notebooks.py.
 
 # %% [markdown]
@@ -81,13 +81,13 @@ viz.show_images(images[:20], [CLASSES[c] for c in labels[:20]])
 # `triplet_loss` (Lab 2) into the four cells below (replace the whole `# YOUR CODE HERE` part).
 # They are not graded again here, but the training and the evaluation below use them.
 
-# %% [solution] distances {"graded": false, "reference": "lab1"}
+# %% [solution] distances {"graded": false, "reference": "lab1_retrieval"}
 
-# %% [solution] evaluate_AP {"graded": false, "reference": "lab1"}
+# %% [solution] evaluate_AP {"graded": false, "reference": "lab1_retrieval"}
 
-# %% [solution] evaluate_mAP {"graded": false, "reference": "lab1"}
+# %% [solution] evaluate_mAP {"graded": false, "reference": "lab1_retrieval"}
 
-# %% [solution] triplet_loss {"graded": false, "reference": "lab2"}
+# %% [solution] triplet_loss {"graded": false, "reference": "lab2_triplet"}
 
 # %% [markdown]
 # ## 1. Smooth-AP

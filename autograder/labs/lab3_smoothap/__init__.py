@@ -1,0 +1,1 @@
+"""The instructor side of lab3_smoothap: reference.py (the one copy of its solutions), notebook.py (the notebook's source), hidden.py (its hidden checks) and reference_outputs.pt."""
