@@ -7,14 +7,21 @@ A line starting with ``# %%`` opens a cell; the rest of that line says what the 
     # %% [markdown]                        a markdown cell (its lines are "# "-commented)
     # %% [markdown] {"nbgrader": "answer", "id": "report_distances", "points": 0}
                                            a manually graded answer cell (Markdown)
-    # %% [solution] distances              the solution cell of the graded function `distances`
-    # %% [solution] distances {"graded": false, "reference": "lab1"}
-                                           an ungraded solution cell (the function is still cleared
-                                           from the release), taken from another reference module
-    # %% [tests] distances {"points": 1.5}  the locked autograded test cell `test_distances`
+    # %% [solution] distances              the solution cell of `distances`
+    # %% [tests] distances                 the locked autograded test cell `test_distances`
     # %% [locked] setup                    a read-only code cell
     # %% [locked] setup {"tags": ["nbval-skip"]}
                                            any cell may add notebook tags or an explicit "id"
+
+What the lab grades is declared once, in its spec (``labtools/labs/<lab>.py``, see
+:mod:`labtools.labs`), and read from there: the points of each test cell (``Solution.points``,
+``FileDeliverable.points``), whether a solution cell is graded (an ungraded one, pasted from an
+earlier lab or called by a graded function, is still cleared from the release and carries the tag
+``ungraded``) and which lab's reference module holds its solution (``Solution.reference``). The
+source names its [solution] and [tests] cells, in the spec's order, and states none of that: a
+source that does (``points``, ``graded``, ``reference``), or that has a solution or test cell the
+spec does not declare or lacks one it declares, is refused with the file, the line and the spec
+to edit.
 
 A solution cell is never written by hand: its code is generated from the reference module
 (``autograder.labs.<lab>.reference``), the def line and docstring of the function followed by
@@ -61,19 +68,19 @@ import nbformat
 
 from autograder import labs
 from autograder.nbgrader_cli import tool_env
-from labtools.labs import lab_ids
+from autograder.paths import COURSE_DIR, RELEASE_DIR, REPO, grader_models_dir
+from labtools.labs import LabSpec, lab as lab_spec, lab_ids
 
-REPO = Path(__file__).resolve().parents[1]
-COURSE_DIR = Path(__file__).resolve().parent / "course"
-RELEASE_DIR = REPO / "notebooks"
-
-#: Every lab: its notebook source is autograder/labs/<lab>/notebook.py, its reference autograder.labs.<lab>.reference.
+#: Every lab of the specs: its notebook source is autograder/labs/<lab>/notebook.py, its reference
+#: autograder.labs.<lab>.reference.
 LABS = lab_ids()
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CHECK_OUTPUT = "# NBVAL_CHECK_OUTPUT"
 NBGRADER_SCHEMA = 3
 KINDS = ("code", "markdown", "solution", "tests", "locked")
+#: Options of a [solution] or [tests] cell that the lab's spec holds, refused in a source.
+SPEC_OPTIONS = ("points", "graded", "reference")
 _MARKER = re.compile(r"^# %%(?:\s*\[(?P<kind>\w+)\])?(?:\s+(?P<name>[A-Za-z_]\w*))?\s*(?P<options>\{.*\})?\s*$")
 _CELL_ID = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -85,7 +92,7 @@ NOTEBOOK_METADATA = {
 
 
 class NotebookSourceError(ValueError):
-    """A notebook source file is malformed (says which file and line)."""
+    """A notebook source file is malformed or disagrees with its lab's spec (says which file and line)."""
 
 
 @dataclass
@@ -98,11 +105,6 @@ class CellSpec:
 
 
 # ----------------------------------------------------------------------------- solutions
-
-
-def reference_module(lab: str, override: str | None = None):
-    """The reference module of ``lab`` (or of the lab ``override``)."""
-    return labs.reference(override or lab)
 
 
 def split_function(function) -> tuple[list[str], list[str]]:
@@ -253,14 +255,46 @@ def _nbgrader(grade_id: str, *, grade: bool, solution: bool, locked: bool, point
     return meta
 
 
+def source_path(lab: str) -> Path:
+    """The percent-format source of ``lab``'s notebook."""
+    return labs.lab_dir(lab) / "notebook.py"
+
+
+def check_against_spec(lab: LabSpec, path: Path, cells: list[CellSpec]) -> None:
+    """Refuse a source whose [solution] and [tests] cells are not the spec's (the same names, in
+    the same order) or that states what the spec holds (:data:`SPEC_OPTIONS`). The error names the
+    file, the line and the spec to edit."""
+    edit = f"labtools/labs/{lab.id}.py"
+    for cell in cells:
+        stated = sorted(set(SPEC_OPTIONS) & set(cell.options)) if cell.kind in ("solution", "tests") else []
+        if stated:
+            raise NotebookSourceError(f"{path}:{cell.line_number}: {stated} of [{cell.kind}] {cell.name} come from "
+                                      f"the lab's spec: remove them here, edit {edit} to change them")
+    for kind, names in (("solution", [s.name for s in lab.solutions]), ("tests", list(lab.test_points))):
+        found = [cell for cell in cells if cell.kind == kind]
+        for cell in found:
+            if cell.name not in names:
+                raise NotebookSourceError(f"{path}:{cell.line_number}: [{kind}] {cell.name} is not declared in {edit} "
+                                          f"(its {kind} cells: {', '.join(names)}); declare it there or remove the cell")
+        missing = [name for name in names if name not in {cell.name for cell in found}]
+        if missing:
+            raise NotebookSourceError(f"{path}: no [{kind}] cell for {', '.join(missing)}, which {edit} declares; "
+                                      f"add the cells or remove them from the spec")
+        if [cell.name for cell in found] != names:
+            raise NotebookSourceError(f"{path}: the [{kind}] cells {[cell.name for cell in found]} are not "
+                                      f"{names}, in the order {edit} declares them")
+
+
 def build_notebook(lab: str, outputs: dict | None = None, *, with_outputs: bool = True) -> nbformat.NotebookNode:
-    """The source notebook (with solutions) of ``lab``.
+    """The source notebook (with solutions) of ``lab``: its source, with what its spec declares.
 
     ``outputs``: the recorded outputs of the NBVAL_CHECK_OUTPUT cells (default: the recorded file);
     ``with_outputs=False`` leaves every cell without outputs (a notebook about to be executed).
     """
-    path = labs.lab_dir(lab) / "notebook.py"
+    declared = lab_spec(lab)
+    path = source_path(lab)
     specs = parse_source(path)
+    check_against_spec(declared, path, specs)
     cells = []
     seen_ids: set[str] = set()
     locked_count = 0
@@ -286,25 +320,24 @@ def build_notebook(lab: str, outputs: dict | None = None, *, with_outputs: bool 
         elif spec.kind == "solution":
             if _text(spec.lines):
                 raise NotebookSourceError(f"{where}: a [solution] cell is generated from the reference; leave it empty")
-            module = reference_module(lab, options.pop("reference", None))
+            solution = declared.solution(spec.name)
+            module = labs.reference(solution.reference or lab)
             function = getattr(module, spec.name, None)
             if not (inspect.isfunction(function) or inspect.isclass(function)):
                 raise NotebookSourceError(f"{where}: {module.__name__} has no function or class {spec.name!r}")
-            graded = options.pop("graded", True)
             cell = nbformat.v4.new_code_cell(solution_source(function))
             cell_id = cell_id or spec.name
-            # An autograded answer cell. Ungraded ("graded": false) ones are still solution cells,
-            # so nbgrader clears them from the release; they simply carry no points.
+            # An autograded answer cell. Ungraded ones are still solution cells, so nbgrader clears
+            # them from the release; they simply carry no points.
             nbgrader = _nbgrader(spec.name, grade=False, solution=True, locked=False)
-            if not graded:
+            if not solution.graded:
                 tags = sorted(set(tags or []) | {"ungraded"})
         elif spec.kind == "tests":
             grade_id = f"test_{spec.name}"
-            if "points" not in options:
-                raise NotebookSourceError(f"{where}: a [tests] cell needs \"points\"")
             cell = nbformat.v4.new_code_cell(_text(spec.lines))
             cell_id = cell_id or grade_id
-            nbgrader = _nbgrader(grade_id, grade=True, solution=False, locked=True, points=float(options.pop("points")))
+            nbgrader = _nbgrader(grade_id, grade=True, solution=False, locked=True,
+                                 points=float(declared.test_points[spec.name]))
         elif spec.kind == "locked":
             locked_count += 1
             grade_id = spec.name or f"locked_{locked_count}"
@@ -403,13 +436,6 @@ def _merge_streams(outputs: list[dict]) -> list[dict]:
     return merged
 
 
-def models_for_notebooks() -> Path:
-    """The models folder the notebooks run against: LABTOOLS_MODELS, else the repository's."""
-    from labtools.paths import models_dir
-
-    return models_dir(REPO)
-
-
 def skipped_by_nbval(cell) -> bool:
     """True for a cell nbval does not run (the ``nbval-skip`` tag or an ``# NBVAL_SKIP`` line)."""
     return "nbval-skip" in cell.metadata.get("tags", []) or (
@@ -423,7 +449,7 @@ def run_notebook(notebook, workdir: Path, *, timeout: int = 900, tolerate=lambda
     Cells nbval skips are skipped. A cell that raises stops the run, unless ``tolerate(cell)``;
     returns ``(executed copy, errors)``, errors a list of ``(index, cell, CellExecutionError)``
     (the tolerated ones, then the one that stopped the run, if any). The kernel gets
-    ``LABTOOLS_FAST=1`` and ``LABTOOLS_MODELS`` (:func:`models_for_notebooks`).
+    ``LABTOOLS_FAST=1`` and ``LABTOOLS_MODELS`` (:func:`autograder.paths.grader_models_dir`).
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -431,7 +457,7 @@ def run_notebook(notebook, workdir: Path, *, timeout: int = 900, tolerate=lambda
     notebook = copy.deepcopy(notebook)
     errors = []
     saved = {k: os.environ.get(k) for k in ("LABTOOLS_FAST", "LABTOOLS_MODELS")}
-    os.environ.update(LABTOOLS_FAST="1", LABTOOLS_MODELS=str(models_for_notebooks()))
+    os.environ.update(LABTOOLS_FAST="1", LABTOOLS_MODELS=str(grader_models_dir()))
     try:
         client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(workdir)}})

@@ -23,6 +23,8 @@ from autograder.labs.lab2_triplet import reference as lab2
 from autograder.labs.lab3_smoothap import reference as lab3
 from autograder.labs.lab4_beyond import reference as lab4
 from autograder.labs.lab5_dvml import reference as lab5
+from autograder.paths import RELEASE_DIR, grader_models_dir
+from labtools.labs import lab as lab_spec
 
 LABS = list(notebooks.LABS)
 REFERENCES = {"lab1_retrieval": (lab1,), "lab2_triplet": (lab2, lab1), "lab3_smoothap": (lab3, lab2, lab1),
@@ -31,25 +33,12 @@ REFERENCES = {"lab1_retrieval": (lab1,), "lab2_triplet": (lab2, lab1), "lab3_smo
 DATASETS = {"lab1_retrieval": "MNIST", "lab2_triplet": "MNIST", "lab3_smoothap": "FashionMNIST",
             "lab4_beyond": "FashionMNIST", "lab5_dvml": "FashionMNIST"}
 
-#: grade_id -> points of every autograded test cell (the course's grading scheme).
-POINTS = {
-    "lab1_retrieval": {"test_distances": 1.5, "test_evaluate_AP": 1.5, "test_evaluate_mAP": 1.0},
-    "lab2_triplet": {"test_triplet_loss": 2.0, "test_train_triplets": 1.0, "test_checkpoint": 3.0},
-    "lab3_smoothap": {"test_smooth_ap_loss": 3.0},
-    "lab4_beyond": {"test_recall_at_k": 1.5, "test_nmi": 1.5, "test_f1": 1.5, "test_NormSoftmax": 1.0,
-                    "test_norm_softmax_loss": 1.0, "test_arcface_loss": 1.0},
-    "lab5_dvml": {"test_kl_divergence": 1.0, "test_reparameterize": 1.0, "test_semihard_triplets": 1.5,
-                  "test_semihard_triplet_loss": 1.0, "test_dvml_loss": 1.5},
-}
-#: Solution cells without a test cell of their own: pasted from an earlier lab, Lab 3's training loop,
-#: Lab 4's k-means and contingency table (graded through nmi and f1, which call them).
-UNGRADED = {
-    "lab1_retrieval": set(),
-    "lab2_triplet": {"distances", "evaluate_AP", "evaluate_mAP"},
-    "lab3_smoothap": {"distances", "evaluate_AP", "evaluate_mAP", "triplet_loss", "train"},
-    "lab4_beyond": {"distances", "kmeans", "contingency_table"},
-    "lab5_dvml": {"distances", "recall_at_k", "kmeans", "contingency_table", "nmi", "f1"},
-}
+#: grade_id -> points of every autograded test cell, as each lab's spec declares them.
+POINTS = {lab: {f"test_{name}": points for name, points in lab_spec(lab).test_points.items()} for lab in LABS}
+#: Solution cells without a test cell of their own (the spec's ungraded solutions): pasted from an
+#: earlier lab, Lab 3's training loop, Lab 4's k-means and contingency table (graded through nmi
+#: and f1, which call them).
+UNGRADED = {lab: set(lab_spec(lab).ungraded) for lab in LABS}
 #: Manually graded answer cells (for the report).
 ANSWERS = {
     "lab1_retrieval": {"report_distances", "report_retrieval", "report_pr_map"},
@@ -78,7 +67,7 @@ def committed_source(lab):
 
 
 def committed_release(lab):
-    return nbformat.read(notebooks.RELEASE_DIR / f"{lab}.ipynb", as_version=4)
+    return nbformat.read(RELEASE_DIR / f"{lab}.ipynb", as_version=4)
 
 
 def reference_function(lab, name):
@@ -152,9 +141,9 @@ def test_nbgrader_roles_and_points(lab):
     tests = {nbgrader(c)["grade_id"]: nbgrader(c)["points"] for c in nb.cells if is_test_cell(c)}
     assert tests == POINTS[lab]
     graded = {nbgrader(c)["grade_id"] for c in solution_cells(nb)} - UNGRADED[lab]
-    # one test cell per graded function, plus Lab 2's check of the saved checkpoint
-    extra = {"test_checkpoint"} if lab == "lab2_triplet" else set()
-    assert {f"test_{name}" for name in graded} | extra == set(tests)
+    # one test cell per graded function, plus one per file deliverable (Lab 2's saved checkpoint)
+    files = {f"test_{deliverable.name}" for deliverable in lab_spec(lab).files}
+    assert {f"test_{name}" for name in graded} | files == set(tests)
     ungraded = {nbgrader(c)["grade_id"] for c in solution_cells(nb) if "ungraded" in c.metadata.get("tags", [])}
     assert ungraded == UNGRADED[lab]
     answers = {
@@ -196,7 +185,7 @@ def test_checked_outputs_match_the_shipped_cards(lab):
     import json
 
     try:
-        models = notebooks.models_for_notebooks()
+        models = grader_models_dir()
     except FileNotFoundError as error:
         pytest.skip(f"the shipped checkpoints are not available: {error}")
     text = next(c for c in committed_source(lab).cells if c.id == "reference_map").outputs[0]["text"]
@@ -218,7 +207,7 @@ def test_lab4_study_table_matches_the_study_cards():
     import json
 
     try:
-        study = notebooks.models_for_notebooks() / "lab4"
+        study = grader_models_dir() / "lab4"
     except FileNotFoundError as error:
         pytest.skip(f"the shipped checkpoints are not available: {error}")
     missing = [run for run in STUDY_RUNS if not (study / f"{run}.json").is_file()]
@@ -355,17 +344,67 @@ def test_a_class_without_methods_is_refused(tmp_path, monkeypatch):
         notebooks.solution_source(importlib.import_module("lab_empty_class").Empty)
 
 
-def test_marker_errors_are_reported(tmp_path, monkeypatch):
-    monkeypatch.setattr(notebooks, "SRC_DIR", tmp_path)
-    (tmp_path / "lab1_retrieval.py").write_text("# %% [solution] distances\nprint('hand-written')\n")
+LAB1_CELLS = ["# %% [solution] distances", "# %% [tests] distances", "# %% [solution] evaluate_AP",
+              "# %% [tests] evaluate_AP", "# %% [solution] evaluate_mAP", "# %% [tests] evaluate_mAP"]
+
+
+@pytest.fixture
+def lab1_source(tmp_path, monkeypatch):
+    """A function writing the lines it is given as Lab 1's notebook source (for the builder to refuse)."""
+    source = tmp_path / "notebook.py"
+    monkeypatch.setattr(notebooks, "source_path", lambda lab: source)
+
+    def write(lines):
+        source.write_text("\n".join(lines) + "\n")
+
+    return write
+
+
+def build_lab1():
+    return notebooks.build_notebook("lab1_retrieval", with_outputs=False)
+
+
+def test_the_cells_of_the_spec_build(lab1_source):
+    lab1_source(LAB1_CELLS)
+    nb = build_lab1()
+    tests = {nbgrader(c)["grade_id"]: nbgrader(c)["points"] for c in nb.cells if is_test_cell(c)}
+    assert tests == POINTS["lab1_retrieval"]
+
+
+def test_marker_errors_are_reported(lab1_source):
+    lab1_source(["# %% [solution] distances", "print('hand-written')"] + LAB1_CELLS[1:])
     with pytest.raises(notebooks.NotebookSourceError, match="generated from the reference"):
-        notebooks.build_notebook("lab1_retrieval", with_outputs=False)
-    (tmp_path / "lab1_retrieval.py").write_text("# %% [tests] distances\nx = 1\n")
-    with pytest.raises(notebooks.NotebookSourceError, match="points"):
-        notebooks.build_notebook("lab1_retrieval", with_outputs=False)
-    (tmp_path / "lab1_retrieval.py").write_text("# %% [wrong]\nx = 1\n")
+        build_lab1()
+    lab1_source(["# %% [wrong]", "x = 1"] + LAB1_CELLS)
     with pytest.raises(notebooks.NotebookSourceError, match="unknown cell kind"):
-        notebooks.build_notebook("lab1_retrieval", with_outputs=False)
+        build_lab1()
+
+
+@pytest.mark.parametrize("marker", ['# %% [tests] distances {"points": 1.5}',
+                                    '# %% [tests] distances {"points": 1.5, "tags": ["nbval-skip"]}',
+                                    '# %% [solution] distances {"graded": false}',
+                                    '# %% [solution] distances {"reference": "lab2_triplet"}'])
+def test_a_source_stating_what_the_spec_holds_is_refused(lab1_source, marker):
+    cells = [marker if marker.startswith(cell + " ") else cell for cell in LAB1_CELLS]
+    lab1_source(cells)
+    with pytest.raises(notebooks.NotebookSourceError) as error:
+        build_lab1()
+    line = cells.index(marker) + 1
+    assert f"notebook.py:{line}: " in str(error.value) and "labtools/labs/lab1_retrieval.py" in str(error.value)
+
+
+@pytest.mark.parametrize("cells, where", [
+    (LAB1_CELLS + ["# %% [solution] triplet_loss"], "notebook.py:7: [solution] triplet_loss is not declared"),
+    (LAB1_CELLS + ["# %% [tests] triplet_loss"], "notebook.py:7: [tests] triplet_loss is not declared"),
+    (LAB1_CELLS[:-1], "no [tests] cell for evaluate_mAP"),
+    (LAB1_CELLS[2:], "no [solution] cell for distances"),
+    (LAB1_CELLS[2:4] + LAB1_CELLS[:2] + LAB1_CELLS[4:], "in the order"),
+])
+def test_a_source_disagreeing_with_the_spec_is_refused(lab1_source, cells, where):
+    lab1_source(cells)
+    with pytest.raises(notebooks.NotebookSourceError, match="labtools/labs/lab1_retrieval.py") as error:
+        build_lab1()
+    assert where in str(error.value)
 
 
 def _bound_names(source):
@@ -406,13 +445,13 @@ def test_solution_cells_find_their_globals(lab):
 @pytest.mark.parametrize("lab", LABS)
 def test_fresh_generate_assignment_gives_the_committed_release(lab):
     fresh = notebooks.generate_release(lab)
-    committed = (notebooks.RELEASE_DIR / f"{lab}.ipynb").read_text()
+    committed = (RELEASE_DIR / f"{lab}.ipynb").read_text()
     assert fresh == committed, f"re-release with: python -m autograder.notebooks release {lab}"
 
 
 @pytest.mark.parametrize("lab", LABS)
 def test_release_holds_no_solution(lab):
-    text = (notebooks.RELEASE_DIR / f"{lab}.ipynb").read_text()
+    text = (RELEASE_DIR / f"{lab}.ipynb").read_text()
     nb = committed_release(lab)
     assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
     assert "Model answer" not in text
@@ -473,7 +512,7 @@ def require_data_and_models(lab):
     except DataNotFoundError as error:
         pytest.skip(f"{DATASETS[lab]} does not load from LABTOOLS_DATA={os.environ.get('LABTOOLS_DATA')!r}: {error}")
     try:
-        models = notebooks.models_for_notebooks()
+        models = grader_models_dir()
     except FileNotFoundError as error:
         pytest.skip(f"the shipped checkpoints are not available: {error}")
     for name in ("mnist_classifier.pt", "mnist_classifier.json", "mnist_triplet.json"):
@@ -494,7 +533,7 @@ def test_released_notebook_stops_at_a_graded_function(lab, tmp_path):
     """
     require_data_and_models(lab)
     workdir = tmp_path / "notebooks"
-    shutil.copytree(notebooks.RELEASE_DIR, workdir)
+    shutil.copytree(RELEASE_DIR, workdir)
     nb = nbformat.read(workdir / f"{lab}.ipynb", as_version=4)
     graded = {nbgrader(c)["grade_id"] for c in solution_cells(nb)}
     _, errors = notebooks.run_notebook(nb, workdir, timeout=600, tolerate=is_test_cell)

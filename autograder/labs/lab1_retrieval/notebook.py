@@ -1,6 +1,8 @@
 # Source of the Lab 1 notebook (lab1_retrieval). Build it with:
 #     python -m autograder.notebooks build lab1_retrieval
-# The [solution] cells are generated from autograder/labs/lab1_retrieval/reference.py; see autograder/notebooks.py.
+# The [solution] and [tests] cells are those of the lab's spec, labtools/labs/lab1_retrieval.py (with
+# their points); the solutions are generated from autograder/labs/lab1_retrieval/reference.py; see
+# autograder/notebooks.py.
 
 # %% [markdown]
 # # Lab 1: Image retrieval and mean average precision
@@ -69,7 +71,7 @@ print("first labels:", labels[:10].tolist())
 
 # %% [solution] distances
 
-# %% [tests] distances {"points": 1.5}
+# %% [tests] distances
 from labtools.checks import run_public_checks
 
 run_public_checks("lab1_retrieval", "distances", distances);
@@ -154,7 +156,7 @@ viz.retrieval_grid(images[query_ids], images[nearest], labels[query_ids], labels
 
 # %% [solution] evaluate_AP
 
-# %% [tests] evaluate_AP {"points": 1.5}
+# %% [tests] evaluate_AP
 from labtools.checks import run_public_checks
 
 run_public_checks("lab1_retrieval", "evaluate_AP", evaluate_AP);
@@ -182,7 +184,7 @@ print("recall:", [round(float(r), 4) for r in recall])
 
 # %% [solution] evaluate_mAP
 
-# %% [tests] evaluate_mAP {"points": 1.0}
+# %% [tests] evaluate_mAP
 from labtools.checks import run_public_checks
 
 run_public_checks("lab1_retrieval", "evaluate_mAP", evaluate_mAP);

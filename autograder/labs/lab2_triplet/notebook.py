@@ -1,7 +1,9 @@
 # Source of the Lab 2 notebook (lab2_triplet). Build it with:
 #     python -m autograder.notebooks build lab2_triplet
-# The [solution] cells are generated from autograder/labs/lab2_triplet/reference.py (and lab1.py for the
-# functions pasted from Lab 1); see autograder/notebooks.py.
+# The [solution] and [tests] cells are those of the lab's spec, labtools/labs/lab2_triplet.py (with
+# their points and the lab whose reference holds each solution): the solutions are generated from
+# autograder/labs/lab2_triplet/reference.py (and Lab 1's for the functions pasted from it); see
+# autograder/notebooks.py.
 
 # %% [markdown]
 # # Lab 2: Metric learning with the triplet loss
@@ -61,11 +63,11 @@ print("test:", tuple(images.shape), "train:", tuple(train_set.tensors[0].shape),
 # cells below (replace the whole `# YOUR CODE HERE` part). They are not graded again here, but the
 # triplet loss and the evaluation below use them.
 
-# %% [solution] distances {"graded": false}
+# %% [solution] distances
 
-# %% [solution] evaluate_AP {"graded": false, "reference": "lab1_retrieval"}
+# %% [solution] evaluate_AP
 
-# %% [solution] evaluate_mAP {"graded": false, "reference": "lab1_retrieval"}
+# %% [solution] evaluate_mAP
 
 # %% [markdown]
 # ## 1. Triplet loss
@@ -84,7 +86,7 @@ print("test:", tuple(images.shape), "train:", tuple(train_set.tensors[0].shape),
 
 # %% [solution] triplet_loss
 
-# %% [tests] triplet_loss {"points": 2.0}
+# %% [tests] triplet_loss
 from labtools.checks import run_public_checks
 
 run_public_checks("lab2_triplet", "triplet_loss", triplet_loss);
@@ -118,7 +120,7 @@ print(f"loss, 2 anchors, alpha 0:   {float(triplet_loss(toy, toy_labels, alpha=0
 
 # %% [solution] train_triplets
 
-# %% [tests] train_triplets {"points": 1.0}
+# %% [tests] train_triplets
 from labtools.checks import run_public_checks
 
 run_public_checks("lab2_triplet", "train_triplets", train_triplets);
@@ -149,7 +151,7 @@ else:
     checkpoint = "triplet_net.pt"
     history = train_triplets(triplet_net, train_set, epochs=100, checkpoint=checkpoint, device=device, seed=SEED)
 
-# %% [tests] checkpoint {"points": 3.0, "tags": ["nbval-skip"]}
+# %% [tests] checkpoint {"tags": ["nbval-skip"]}
 from labtools.checks import run_public_checks
 
 run_public_checks("lab2_triplet", "checkpoint", "triplet_net.pt");

@@ -1,7 +1,9 @@
 # Source of the Lab 3 notebook (lab3_smoothap). Build it with:
 #     python -m autograder.notebooks build lab3_smoothap
-# The [solution] cells are generated from autograder/labs/lab3_smoothap/reference.py (and lab1.py, lab2.py for
-# the functions pasted from Labs 1 and 2); see autograder/notebooks.py.
+# The [solution] and [tests] cells are those of the lab's spec, labtools/labs/lab3_smoothap.py (with
+# their points and the lab whose reference holds each solution): the solutions are generated from
+# autograder/labs/lab3_smoothap/reference.py (and Labs 1 and 2's for the functions pasted from them);
+# see autograder/notebooks.py.
 
 # %% [markdown]
 # # Lab 3: Cross-entropy, triplet and Smooth-AP on Fashion-MNIST
@@ -81,13 +83,13 @@ viz.show_images(images[:20], [CLASSES[c] for c in labels[:20]])
 # `triplet_loss` (Lab 2) into the four cells below (replace the whole `# YOUR CODE HERE` part).
 # They are not graded again here, but the training and the evaluation below use them.
 
-# %% [solution] distances {"graded": false, "reference": "lab1_retrieval"}
+# %% [solution] distances
 
-# %% [solution] evaluate_AP {"graded": false, "reference": "lab1_retrieval"}
+# %% [solution] evaluate_AP
 
-# %% [solution] evaluate_mAP {"graded": false, "reference": "lab1_retrieval"}
+# %% [solution] evaluate_mAP
 
-# %% [solution] triplet_loss {"graded": false, "reference": "lab2_triplet"}
+# %% [solution] triplet_loss
 
 # %% [markdown]
 # ## 1. Smooth-AP
@@ -124,7 +126,7 @@ viz.show_images(images[:20], [CLASSES[c] for c in labels[:20]])
 
 # %% [solution] smooth_ap_loss
 
-# %% [tests] smooth_ap_loss {"points": 3.0}
+# %% [tests] smooth_ap_loss
 from labtools.checks import run_public_checks
 
 run_public_checks("lab3_smoothap", "smooth_ap_loss", smooth_ap_loss);
@@ -173,7 +175,7 @@ for tau in (0.01, 0.1, 1.0):
 # * return the history: per-epoch lists `"loss"` (mean per batch), `"loss_total"` and, with
 #   `val_set`, `"val_accuracy"`.
 
-# %% [solution] train {"graded": false}
+# %% [solution] train
 
 # %% [markdown]
 # Now train the three networks with that one loop, 100 epochs each, saved next to this notebook

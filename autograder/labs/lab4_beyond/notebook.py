@@ -1,8 +1,10 @@
 # Source of the Lab 4 notebook (lab4_beyond). Build it with:
 #     python -m autograder.notebooks build lab4_beyond
-# The [solution] cells are generated from autograder/labs/lab4_beyond/reference.py (and lab1.py for the pasted
-# distances); see autograder/notebooks.py. The study's networks are models/lab4/<run>.pt with their
-# cards <run>.json, trained and measured by `python -m autograder unseen` (autograder/unseen.py).
+# The [solution] and [tests] cells are those of the lab's spec, labtools/labs/lab4_beyond.py (with
+# their points and the lab whose reference holds each solution): the solutions are generated from
+# autograder/labs/lab4_beyond/reference.py (and Lab 1's for the pasted distances); see
+# autograder/notebooks.py. The study's networks are models/lab4/<run>.pt with their cards <run>.json,
+# trained and measured by `python -m autograder unseen` (autograder/unseen.py).
 
 # %% [markdown]
 # # Lab 4: Beyond the triplet loss: classification losses, unseen classes, clustering metrics
@@ -96,7 +98,7 @@ for key, name in DATASETS.items():
 # Paste your `distances` from Lab 1 into the cell below (replace the whole `# YOUR CODE HERE`
 # part). It is not graded again, but your Recall@K can use it.
 
-# %% [solution] distances {"graded": false, "reference": "lab1_retrieval"}
+# %% [solution] distances
 
 # %% [markdown]
 # ## 1. Recall@K
@@ -121,7 +123,7 @@ for key, name in DATASETS.items():
 
 # %% [solution] recall_at_k
 
-# %% [tests] recall_at_k {"points": 1.5}
+# %% [tests] recall_at_k
 from labtools.checks import run_public_checks
 
 run_public_checks("lab4_beyond", "recall_at_k", recall_at_k);
@@ -175,20 +177,20 @@ print("with a singleton:", recall_at_k(circle, torch.tensor([0, 0, 1, 1, 2]), ks
 # `nmi` and `f1` have test cells, but they run your `kmeans` and `contingency_table`: all four
 # are graded through them. **No Python loops** outside `kmeans`.
 
-# %% [solution] kmeans {"graded": false}
+# %% [solution] kmeans
 
-# %% [solution] contingency_table {"graded": false}
+# %% [solution] contingency_table
 
 # %% [solution] nmi
 
-# %% [tests] nmi {"points": 1.5}
+# %% [tests] nmi
 from labtools.checks import run_public_checks
 
 run_public_checks("lab4_beyond", "nmi", nmi);
 
 # %% [solution] f1
 
-# %% [tests] f1 {"points": 1.5}
+# %% [tests] f1
 from labtools.checks import run_public_checks
 
 run_public_checks("lab4_beyond", "f1", f1);
@@ -252,21 +254,21 @@ for what, blob_labels in (("clusters equal to the classes", [0, 0, 0, 0, 1, 1, 1
 
 # %% [solution] NormSoftmax
 
-# %% [tests] NormSoftmax {"points": 1.0}
+# %% [tests] NormSoftmax
 from labtools.checks import run_public_checks
 
 run_public_checks("lab4_beyond", "NormSoftmax", NormSoftmax);
 
 # %% [solution] norm_softmax_loss
 
-# %% [tests] norm_softmax_loss {"points": 1.0}
+# %% [tests] norm_softmax_loss
 from labtools.checks import run_public_checks
 
 run_public_checks("lab4_beyond", "norm_softmax_loss", norm_softmax_loss);
 
 # %% [solution] arcface_loss
 
-# %% [tests] arcface_loss {"points": 1.0}
+# %% [tests] arcface_loss
 from labtools.checks import run_public_checks
 
 run_public_checks("lab4_beyond", "arcface_loss", arcface_loss);

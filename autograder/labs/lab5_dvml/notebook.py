@@ -1,8 +1,10 @@
 # Source of the Lab 5 notebook (lab5_dvml). Build it with:
 #     python -m autograder.notebooks build lab5_dvml
-# The [solution] cells are generated from autograder/labs/lab5_dvml/reference.py (and lab1.py, lab4.py for the
-# pasted functions); see autograder/notebooks.py. The study's networks are models/lab5/<run>.pt with
-# their cards <run>.json, trained and measured by `python -m autograder unseen` (autograder/unseen.py).
+# The [solution] and [tests] cells are those of the lab's spec, labtools/labs/lab5_dvml.py (with
+# their points and the lab whose reference holds each solution): the solutions are generated from
+# autograder/labs/lab5_dvml/reference.py (and Labs 1 and 4's for the pasted functions); see
+# autograder/notebooks.py. The study's networks are models/lab5/<run>.pt with their cards <run>.json,
+# trained and measured by `python -m autograder unseen` (autograder/unseen.py).
 
 # %% [markdown]
 # # Lab 5 (advanced, optional): Deep Variational Metric Learning
@@ -100,17 +102,17 @@ print("test:", tuple(test_images.shape), "images per class", torch.bincount(test
 # `f1` (Lab 4) into the cells below (replace the whole `# YOUR CODE HERE` part). They are not
 # graded again here; the mining and the evaluation use them.
 
-# %% [solution] distances {"graded": false, "reference": "lab1_retrieval"}
+# %% [solution] distances
 
-# %% [solution] recall_at_k {"graded": false, "reference": "lab4_beyond"}
+# %% [solution] recall_at_k
 
-# %% [solution] kmeans {"graded": false, "reference": "lab4_beyond"}
+# %% [solution] kmeans
 
-# %% [solution] contingency_table {"graded": false, "reference": "lab4_beyond"}
+# %% [solution] contingency_table
 
-# %% [solution] nmi {"graded": false, "reference": "lab4_beyond"}
+# %% [solution] nmi
 
-# %% [solution] f1 {"graded": false, "reference": "lab4_beyond"}
+# %% [solution] f1
 
 # %% [markdown]
 # ## 1. The intra-class variance: KL term and reparameterized draws
@@ -126,7 +128,7 @@ print("test:", tuple(test_images.shape), "images per class", torch.bincount(test
 
 # %% [solution] kl_divergence
 
-# %% [tests] kl_divergence {"points": 1.0}
+# %% [tests] kl_divergence
 from labtools.checks import run_public_checks
 
 run_public_checks("lab5_dvml", "kl_divergence", kl_divergence);
@@ -143,7 +145,7 @@ run_public_checks("lab5_dvml", "kl_divergence", kl_divergence);
 
 # %% [solution] reparameterize
 
-# %% [tests] reparameterize {"points": 1.0}
+# %% [tests] reparameterize
 run_public_checks("lab5_dvml", "reparameterize", reparameterize);
 
 # %% [markdown]
@@ -179,12 +181,12 @@ print("gradient reaches mu:", bool(mu.grad.abs().sum() > 0), "and logvar:", bool
 
 # %% [solution] semihard_triplets
 
-# %% [tests] semihard_triplets {"points": 1.5}
+# %% [tests] semihard_triplets
 run_public_checks("lab5_dvml", "semihard_triplets", semihard_triplets);
 
 # %% [solution] semihard_triplet_loss
 
-# %% [tests] semihard_triplet_loss {"points": 1.0}
+# %% [tests] semihard_triplet_loss
 run_public_checks("lab5_dvml", "semihard_triplet_loss", semihard_triplet_loss);
 
 # %% [markdown]
@@ -220,7 +222,7 @@ for margin in (0.2, 0.5, 1.0):
 
 # %% [solution] dvml_loss
 
-# %% [tests] dvml_loss {"points": 1.5}
+# %% [tests] dvml_loss
 run_public_checks("lab5_dvml", "dvml_loss", dvml_loss);
 
 # %% [markdown]
