@@ -12,18 +12,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from autograder.paths import REPO
+from labtools.labs import all_labs
+
 BUNDLE = "metric-lab-student"
 #: Paths of the repository copied into the bundle (folders recursively).
 INCLUDE = ("notebooks", "labtools", "models", "environment.yml", "requirements.txt")
 #: File patterns never copied, whatever folder they are in.
 EXCLUDE = ("__pycache__", "*.pyc", "*.train.pt", "*.tmp", ".ipynb_checkpoints")
-#: The instructor's copies of what a lab grades as a deliverable, the one list of them (paths in the
-#: repository): Lab 2's triplet_net.pt is graded by its mAP, and the course's own network trained
-#: the same way, submitted as is, would earn every point. Never in the bundle, with the files
-#: training leaves beside them (``<name>.train.pt``, ``<name>.best.pt``); their cards (``.json``,
-#: which the notebooks read) stay. The grader's sandbox can hide the same list from student code.
-GRADED_DELIVERABLES = ("models/mnist_triplet.pt",)
+#: The instructor's copies of what a lab grades as a deliverable (paths in the repository), from
+#: the labs' specs (``FileDeliverable.models``): Lab 2's triplet_net.pt is graded by its mAP, and the
+#: course's own network trained the same way, submitted as is, would earn every point. Never in the
+#: bundle, with the files training leaves beside them (``<name>.train.pt``, ``<name>.best.pt``); their
+#: cards (``.json``, which the notebooks read) stay. The grader's sandbox can hide the same list from
+#: student code.
+GRADED_DELIVERABLES = tuple(f"models/{model}" for spec in all_labs().values() for model in spec.graded_models)
 
 
 def deliverable_excluded(relative: str) -> bool:

@@ -4,19 +4,14 @@ import ast
 import hashlib
 import inspect
 import zipfile
-from pathlib import Path
 
 import pytest
 
-from autograder import release
-from autograder.labs.lab1_retrieval import reference as lab1
-from autograder.labs.lab2_triplet import reference as lab2
-from autograder.labs.lab3_smoothap import reference as lab3
-from autograder.labs.lab4_beyond import reference as lab4
-from autograder.labs.lab5_dvml import reference as lab5
+from autograder import labs, release
+from autograder.paths import REPO, REPO_MODELS
+from labtools.labs import lab_ids
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE_MODULES = (lab1, lab2, lab3, lab4, lab5)
+REFERENCE_MODULES = tuple(labs.reference(lab) for lab in lab_ids())
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +90,8 @@ def test_bundle_has_what_students_need(bundle):
     assert not any("autograder" in name.split("/") for name in names)
     assert not any(name.endswith((".train.pt", ".pyc")) for name in names)
     # Lab 4's study: every finished network and card of models/lab4 (those there are) ships
-    study = [p for p in (REPO / "models" / "lab4").glob("*") if p.suffix in (".pt", ".json")
-             and not p.name.endswith((".train.pt", ".tmp"))] if (REPO / "models" / "lab4").is_dir() else []
+    study = [p for p in (REPO_MODELS / "lab4").glob("*") if p.suffix in (".pt", ".json")
+             and not p.name.endswith((".train.pt", ".tmp"))] if (REPO_MODELS / "lab4").is_dir() else []
     for path in study:
         assert f"{release.BUNDLE}/models/lab4/{path.name}" in names, path.name
 
