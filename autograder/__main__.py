@@ -15,8 +15,8 @@ def main(argv=None) -> int:
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     train.add_argument("--out", default=None, help="output folder (default: models/)")
     train.add_argument("--precision", default="fp32",
-                       help="arithmetic of the forward pass: fp32 (default) or bf16 "
-                            "(1.05x to 1.33x faster per epoch on a CPU with AVX-512 BF16)")
+                       help="arithmetic of the forward pass: fp32 (default) or bf16 (1.05x to 1.33x faster per "
+                            "epoch on a CPU with AVX-512 BF16; refused where the hardware lacks bfloat16)")
 
     rescore_parser = commands.add_parser("rescore", help="measure shipped checkpoints again and update their cards' scores")
     rescore_parser.add_argument("names", nargs="+", help="checkpoint names, e.g. mnist_classifier")
@@ -97,8 +97,10 @@ def main(argv=None) -> int:
             print(f"{c['check']:36} {c['points']:g}/{c['max_points']:g}  {c['message']}")
         return 0
     if args.command == "train":
+        import torch
+
         from autograder.checkpoints import CONFIGS, MODELS_DIR, train_checkpoint
-        from autograder.training import PRECISIONS
+        from autograder.training import PRECISIONS, check_precision
 
         if args.name not in CONFIGS:
             train.error(f"unknown configuration {args.name!r}; expected one of {', '.join(CONFIGS)}")
@@ -106,7 +108,12 @@ def main(argv=None) -> int:
             train.error(f"--epochs must be at least 1, got {args.epochs}")
         if args.precision not in PRECISIONS:
             train.error(f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
-        card = train_checkpoint(args.name, epochs=args.epochs, device=args.device, out=args.out or MODELS_DIR,
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            check_precision(args.precision, torch.device(device))
+        except ValueError as error:
+            train.error(str(error))
+        card = train_checkpoint(args.name, epochs=args.epochs, device=device, out=args.out or MODELS_DIR,
                                 precision=args.precision)
         print(card["scores"])
     elif args.command == "rescore":

@@ -72,6 +72,49 @@ PRECISIONS = {
 }
 #: The methods of a network that a loss may call with images (ConvNet, EmbeddingNet, DVML).
 NET_METHODS = ("forward", "embed", "features", "encode", "decode")
+#: CPU features of bfloat16 arithmetic in hardware, as ``torch.cpu.get_capabilities()`` names them:
+#: x86's AVX-512 BF16 and AMX-BF16, Arm's BF16 extension.
+CPU_BF16_FEATURES = {"avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX-BF16", "bf16": "Arm BF16"}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 in hardware: a CPU with one of :data:`CPU_BF16_FEATURES`,
+    a CUDA GPU that ``torch.cuda.is_bf16_supported`` accepts without emulation (compute capability
+    8.0 or more); no other device. The one probe of the hardware (tests replace it)."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        capabilities = torch.cpu.get_capabilities()
+        return any(capabilities.get(feature, False) for feature in CPU_BF16_FEATURES)
+    return False
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Raise ValueError unless ``precision`` is one of :data:`PRECISIONS` and ``device`` runs it at speed.
+
+    ``"bf16"`` is refused, not replaced by float32, where :func:`native_bf16` finds no bfloat16
+    arithmetic in the hardware: torch then emulates it, about ten times slower than float32 (one
+    epoch of ``benchmarks/training.py`` on a CPU with AVX2 only: 101.8 s in bf16, 10.2 s in fp32),
+    and a card states the precision it was trained in, which a silent fallback would misstate.
+    """
+    check_choice("precision", precision, PRECISIONS)
+    if precision != "bf16" or native_bf16(device):
+        return
+    use = "train in 'fp32', the default"
+    if device.type == "cpu":
+        name = torch.cpu.get_capabilities().get("cpu_name") or "this CPU"
+        raise ValueError(f"precision 'bf16' needs bfloat16 arithmetic in hardware, and the CPU ({name}) has none of "
+                         f"{', '.join(CPU_BF16_FEATURES.values())}: torch would emulate it, about 10x slower than "
+                         f"fp32 (101.8 s against 10.2 s per epoch of benchmarks/training.py on an AVX2-only CPU); {use}")
+    if device.type == "cuda" and torch.cuda.is_available():
+        raise ValueError(f"precision 'bf16' needs bfloat16 arithmetic in hardware, and the GPU "
+                         f"({torch.cuda.get_device_name(device)}) is older than compute capability 8.0: torch would "
+                         f"emulate it, slower than fp32; {use}")
+    raise ValueError(f"precision 'bf16' is offered on a CPU or a CUDA GPU with bfloat16 arithmetic, not on "
+                     f"device {str(device)!r}{' (CUDA is not available)' if device.type == 'cuda' else ''}; {use}")
 
 
 def _as_float32(output):
@@ -230,9 +273,9 @@ def fit(
     (:func:`validation_map`). ``select="val_map"`` ends with the weights of the epoch of best
     validation mAP (kept in :func:`best_path` of ``checkpoint``) instead of the last epoch's.
     ``precision="bf16"`` runs the network's forward pass in bfloat16 (:func:`autocast_net`):
-    1.05x to 1.33x faster per epoch on a CPU with AVX-512 BF16 (benchmarks/training.py).
+    1.05x to 1.33x faster per epoch on a CPU with AVX-512 BF16 (benchmarks/README.md); on hardware
+    without bfloat16 arithmetic it is refused with a ValueError saying why (:func:`check_precision`).
     """
-    check_choice("precision", precision, PRECISIONS)
     check_choice("augmentation", augment, AUGMENTATIONS)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -241,6 +284,7 @@ def fit(
     if select == "val_map" and (val_set is None or checkpoint is None):
         raise ValueError("select='val_map' needs a val_set and a checkpoint path")
     device = torch.device(device) if device is not None else torch.device("cpu")
+    check_precision(precision, device)
     # conv weights and activations in NHWC order: faster steps of this ConvNet (benchmarks/training.py)
     net.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
