@@ -10,9 +10,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "submissions"))
 import build  # noqa: E402
 
+from labtools import labs  # noqa: E402
 from labtools.checks import (  # noqa: E402
-    TEST_CELL_POINTS, SubmissionError, checks_for, extract_submission, loop_violations, policy_violations,
-    run_public_checks,
+    SubmissionError, checks_for, extract_submission, loop_violations, policy_violations, run_public_checks,
 )
 
 SNIPPETS = Path(__file__).parent / "submissions"
@@ -21,8 +21,8 @@ SNIPPETS = Path(__file__).parent / "submissions"
 def test_points_of_each_test_cell_add_up():
     import autograder.grading.hidden  # noqa: F401
 
-    for lab, cells in TEST_CELL_POINTS.items():
-        for function, points in cells.items():
+    for lab, spec in labs.all_labs().items():
+        for function, points in spec.test_points.items():
             total = sum(c.points for c in checks_for(lab, function))
             assert total == pytest.approx(points), (lab, function, total)
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent / "submissions"))
 import build  # noqa: E402
 from gradebook_rows import lost, mnist_available, read_grades  # noqa: E402
 
-from labtools.checks import TEST_CELL_POINTS  # noqa: E402
+from labtools import labs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COURSE = REPO / "autograder" / "course"
@@ -396,13 +396,13 @@ def check_samples(lab, graded):
     rows = read_grades(out)
     assert set(rows) == set(expected)
     checks = set(rows["solution"]) - {"TOTAL"}
-    assert {c.split(".")[0] for c in checks} == set(TEST_CELL_POINTS[lab])  # every graded function's checks ran
+    assert {c.split(".")[0] for c in checks} == set(labs.lab(lab).test_points)  # every graded function's checks ran
     for student, lost_checks in expected.items():
         assert lost_checks <= checks, student
         got = lost(rows[student])
         assert got == lost_checks, (student, {c: rows[student][c]["message"] for c in got})
         max_lost = sum(float(rows[student][c]["max_points"]) for c in got)
-        assert float(rows[student]["TOTAL"]["points"]) == pytest.approx(sum(TEST_CELL_POINTS[lab].values()) - max_lost), student
+        assert float(rows[student]["TOTAL"]["points"]) == pytest.approx(sum(labs.lab(lab).test_points.values()) - max_lost), student
     assert rows["solution"]["TOTAL"]["message"] == ""  # a faithful notebook needs no repair
     return rows
 

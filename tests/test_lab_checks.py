@@ -16,7 +16,8 @@ from autograder.grading.trusted import default_limits
 from autograder.labs.lab1_retrieval import reference as lab1
 from autograder.labs.lab4_beyond import reference as lab4
 from autograder.labs.lab5_dvml import reference as lab5
-from labtools.checks import TEST_CELL_POINTS, checks_for
+from labtools import labs
+from labtools.checks import checks_for
 from labtools.checks.engine import check_source
 
 sys.path.insert(0, str(Path(__file__).parent / "submissions"))
@@ -43,7 +44,7 @@ def grade(source, lab, tmp_path):
 def test_points_of_every_function_add_up(lab):
     import autograder.grading.hidden  # noqa: F401
 
-    for function, points in TEST_CELL_POINTS[lab].items():
+    for function, points in labs.lab(lab).test_points.items():
         assert sum(c.points for c in checks_for(lab, function)) == pytest.approx(points), function
 
 
@@ -52,7 +53,7 @@ def test_the_reference_earns_every_point(lab, tmp_path):
     results = grade(reference_source(lab), lab, tmp_path)
     failed = {cid: r.message for cid, r in results.items() if not r.passed}
     assert not failed, failed
-    assert sum(r.earned for r in results.values()) == pytest.approx(sum(TEST_CELL_POINTS[lab].values()))
+    assert sum(r.earned for r in results.values()) == pytest.approx(sum(labs.lab(lab).test_points.values()))
 
 
 @pytest.mark.parametrize("lab, mistake", [(lab, m) for lab in sorted(REFERENCES) for m in sorted(MISTAKES[lab])])

@@ -185,7 +185,7 @@ def test_a_checkpoint_that_unpacks_past_the_limit_is_refused_before_loading(tmp_
     """torch.load inflates compressed zip members: a few kB could fill the memory of the reader."""
     import zipfile
 
-    from labtools.checks.public import MAX_CHECKPOINT_BYTES, submitted_checkpoint
+    from labtools.labs.lab2_triplet import MAX_CHECKPOINT_BYTES, submitted_checkpoint
     from labtools.models import CheckpointTooLarge, read_checkpoint
 
     plain = tmp_path / "plain.pt"

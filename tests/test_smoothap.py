@@ -209,7 +209,7 @@ def _snippet(name):
 
 def _measured(function, batch, **call):
     """counts of one measured call of ``function`` (in this process, as run_public_checks does)."""
-    from labtools.checks.public import smooth_ap_memory_call
+    from labtools.labs.lab3_smoothap import smooth_ap_memory_call
     from labtools.checks.worker import perform_call
 
     job = {**smooth_ap_memory_call(batch).as_job(), "function": "f", **call}
@@ -253,7 +253,7 @@ HIDDEN_CUBES = {
 
 @pytest.mark.parametrize("how", sorted(HIDDEN_CUBES))
 def test_the_measurement_sees_every_b_cubed_tensor(how):
-    from labtools.checks.public import memory_used
+    from labtools.labs.lab3_smoothap import memory_used
 
     batch = 64
     used, _ = memory_used(_measured(HIDDEN_CUBES[how], batch))
@@ -274,7 +274,7 @@ def test_the_measurement_is_deterministic_and_single_threaded():
 
 
 def test_memory_allocated_before_the_call_and_a_stopped_profiler_do_not_hide_the_cube():
-    from labtools.checks.public import memory_used, smooth_ap_memory_call
+    from labtools.labs.lab3_smoothap import memory_used, smooth_ap_memory_call
     from labtools.checks.worker import perform_call
 
     buffer = torch.empty(2 ** 22)

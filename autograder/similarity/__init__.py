@@ -32,7 +32,8 @@ from autograder.similarity.pairs import CodeMatch, code_matches
 from autograder.similarity.report import summary, write_csv, write_html
 from autograder.similarity.weights import (DELIVERABLES, UnreadableCheckpoint, WeightMatch, Weights, course_weights,
                                            read_weights, weight_matches)
-from labtools.checks.submission import LAB_FUNCTIONS, defined_functions, extract_submission
+from labtools import labs
+from labtools.checks.submission import defined_functions, extract_submission
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,14 +61,15 @@ class ClassSimilarity:
 def compared_functions(release: Path, lab: str) -> tuple[str, ...]:
     """The lab's graded functions, then the other functions the released notebook's solution cells define."""
     released = tuple(defined_functions(extract_submission(release, lab)))
-    return LAB_FUNCTIONS[lab] + tuple(name for name in released if name not in LAB_FUNCTIONS[lab])
+    extracted = labs.lab(lab).extracted
+    return extracted + tuple(name for name in released if name not in extracted)
 
 
 def compare(lab: str, items: list[tuple[str, Path, list[str], Path | None]], release: Path) -> ClassSimilarity:
     """Compare the submissions ``items`` (as :func:`autograder.grading.grade.collect` returns them)
     of ``lab``, whose released notebook is ``release``; checkpoints also with the course's networks."""
-    if lab not in LAB_FUNCTIONS:
-        raise SystemExit(f"unknown lab {lab!r}; expected one of {', '.join(LAB_FUNCTIONS)}")
+    if lab not in labs.lab_ids():
+        raise SystemExit(f"unknown lab {lab!r}; expected one of {', '.join(labs.lab_ids())}")
     if not Path(release).is_file():
         raise SystemExit(f"no released notebook {release}: build it with `make notebooks`")
     names = compared_functions(release, lab)
@@ -128,8 +130,8 @@ def similarity(lab: str, submissions: Path, out: Path, release: Path | None = No
     nbgrader's ``submitted/``, a zip, an LMS export), compared against ``notebooks/<lab>.ipynb``."""
     from autograder.grading.grade import collect
 
-    if lab not in LAB_FUNCTIONS:
-        raise SystemExit(f"unknown lab {lab!r}; expected one of {', '.join(LAB_FUNCTIONS)}")
+    if lab not in labs.lab_ids():
+        raise SystemExit(f"unknown lab {lab!r}; expected one of {', '.join(labs.lab_ids())}")
     with tempfile.TemporaryDirectory(prefix="similarity-") as scratch:
         items = collect(lab, Path(submissions).resolve(), Path(scratch))
         return report(lab, items, Path(out), release or REPO / "notebooks" / f"{lab}.ipynb")

@@ -1,7 +1,7 @@
 """Submitted checkpoints whose weights are identical or nearly so: to each other's, or to a course network's.
 
 A checkpoint is read only when it is a regular file (not a symbolic link) of at most
-:data:`~labtools.checks.public.MAX_CHECKPOINT_BYTES` whose zip members unpack to no more (torch
+:data:`~labtools.labs.lab2_triplet.MAX_CHECKPOINT_BYTES` whose zip members unpack to no more (torch
 inflates a compressed member: a small file could fill the memory), and then only with
 ``torch.load(weights_only=True)`` (:func:`labtools.models.read_checkpoint`).
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from autograder.grading.hidden import NEAR_COPY, convnet_parts, file_digest, instructor_networks, weight_distance
-from labtools.checks.public import MAX_CHECKPOINT_BYTES
+from labtools.labs.lab2_triplet import MAX_CHECKPOINT_BYTES
 from labtools.models import CheckpointTooLarge, read_checkpoint
 
 #: The checkpoint a lab asks for beside the notebook, by lab (labs with a checkpoint deliverable).

@@ -6,9 +6,8 @@ sandboxed process (the "check before you submit"). The grader adds hidden checks
 """
 
 from labtools.checks.engine import SandboxLimits, check_source, evaluate, run_public_checks, run_sandboxed
-from labtools.checks.registry import TEST_CELL_POINTS, Call, Check, CheckResult, Context, Outcome, checks_for
+from labtools.checks.registry import Call, Check, CheckResult, Context, Outcome, checks_for
 from labtools.checks.submission import (
-    LAB_FUNCTIONS,
     SubmissionError,
     extract_from_notebook,
     extract_submission,
@@ -19,5 +18,5 @@ from labtools.checks.submission import (
 __all__ = [
     "run_public_checks", "extract_submission", "extract_from_notebook", "SubmissionError", "Check", "Call",
     "Outcome", "Context", "CheckResult", "checks_for", "evaluate", "run_sandboxed", "check_source",
-    "SandboxLimits", "TEST_CELL_POINTS", "LAB_FUNCTIONS", "policy_violations", "loop_violations",
+    "SandboxLimits", "policy_violations", "loop_violations",
 ]

@@ -26,9 +26,10 @@ import torch
 
 from labtools import sandbox
 from labtools.checks.registry import Call, Check, CheckResult, Context, Outcome, checks_for
-from labtools.checks.submission import (LAB_FUNCTIONS, SubmissionSource, _reachable, defined_functions, is_cell_file,
-                                       locate, scoped_violations)
+from labtools.checks.submission import (SubmissionSource, _reachable, defined_functions, is_cell_file, locate,
+                                       scoped_violations)
 from labtools.checks.worker import decode, perform_call
+from labtools.labs import lab, lab_ids
 
 __all__ = ["evaluate", "run_sandboxed", "run_public_checks", "SandboxLimits"]
 
@@ -414,14 +415,12 @@ def check_source(source: str, lab_id: str, files: Path | None = None, hidden: bo
 
 
 def _by_function(lab_id: str, checks: list[Check]) -> list[Check]:
-    from labtools.checks.registry import TEST_CELL_POINTS
-
-    order = list(TEST_CELL_POINTS[lab_id])
+    order = list(lab(lab_id).test_points)
     return sorted(checks, key=lambda c: (order.index(c.function) if c.function in order else 99, c.hidden))
 
 
 def lab_of(notebook: Path) -> str:
-    for lab in LAB_FUNCTIONS:
-        if lab in notebook.name or lab in str(notebook.parent):
-            return lab
+    for lab_id in lab_ids():
+        if lab_id in notebook.name or lab_id in str(notebook.parent):
+            return lab_id
     raise ValueError(f"cannot tell the lab of {notebook}; pass --lab")

@@ -18,10 +18,11 @@ import os
 import re
 from pathlib import Path
 
+from labtools.labs import lab, lab_ids
+
 __all__ = [
     "SubmissionError",
     "SubmissionSource",
-    "LAB_FUNCTIONS",
     "extract_submission",
     "extract_from_notebook",
     "defined_functions",
@@ -31,17 +32,6 @@ __all__ = [
     "line_of",
     "locate",
 ]
-
-#: The graded functions of each lab, in notebook order, and the ungraded ones it also needs.
-LAB_FUNCTIONS = {
-    "lab1_retrieval": ("distances", "evaluate_AP", "evaluate_mAP"),
-    "lab2_triplet": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss", "train_triplets"),
-    "lab3_smoothap": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss", "smooth_ap_loss"),
-    "lab4_beyond": ("distances", "recall_at_k", "kmeans", "contingency_table", "nmi", "f1", "NormSoftmax",
-                    "norm_softmax_loss", "arcface_loss"),
-    "lab5_dvml": ("distances", "kl_divergence", "reparameterize", "semihard_triplets", "semihard_triplet_loss",
-                  "dvml_loss"),
-}
 
 #: Modules whose use is refused: library implementations of what the labs ask for, and the grader.
 FORBIDDEN_LIBRARIES = ("sklearn.metrics", "torchmetrics", "pytorch_metric_learning", "autograder", "faiss",
@@ -246,8 +236,8 @@ def _segment(lines: list[str], node: ast.stmt) -> str:
 def _cell_name(nodes: list[ast.stmt], text: str, lab_id: str) -> str:
     """The cell as the student knows it: "the cell defining distances", or by its first line."""
     names = [n.name for n in nodes if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
-    names = [f for f in LAB_FUNCTIONS.get(lab_id, ()) if f in names] + [f for f in names
-                                                                        if f not in LAB_FUNCTIONS.get(lab_id, ())]
+    extracted = lab(lab_id).extracted
+    names = [f for f in extracted if f in names] + [f for f in names if f not in extracted]
     if names:
         shown = " and ".join(names) if len(names) <= 2 else ", ".join(names[:2]) + (
             f" and {names[2]}" if len(names) == 3 else ", ...")
@@ -262,8 +252,8 @@ def extract_from_notebook(nb: dict, lab_id: str) -> tuple[str, list[str]]:
     ``source`` is a :class:`SubmissionSource`: each statement's own text, as written in its cell,
     so that every line maps to its cell and its line there.
     """
-    if lab_id not in LAB_FUNCTIONS:
-        raise SubmissionError(f"unknown lab {lab_id!r}; expected one of {', '.join(LAB_FUNCTIONS)}")
+    if lab_id not in lab_ids():
+        raise SubmissionError(f"unknown lab {lab_id!r}; expected one of {', '.join(lab_ids())}")
     code_cells = [c for c in _cells(nb) if c.get("cell_type") == "code"]
     notes: list[str] = []
     chosen: list[int] = []
@@ -271,7 +261,7 @@ def extract_from_notebook(nb: dict, lab_id: str) -> tuple[str, list[str]]:
         meta = cell.get("metadata", {}).get("nbgrader", {}) if isinstance(cell.get("metadata"), dict) else {}
         if isinstance(meta, dict) and meta.get("solution") and not str(meta.get("grade_id") or "").startswith("test_"):
             chosen.append(i)
-    for name in LAB_FUNCTIONS[lab_id]:
+    for name in lab(lab_id).extracted:
         if not any(_defines(_source(code_cells[i]), name) for i in chosen):
             found = [i for i, c in enumerate(code_cells) if _defines(_source(c), name)]
             if found:

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from labtools.checks import TEST_CELL_POINTS
+from labtools import labs
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -164,7 +164,7 @@ def source_notebook(lab: str) -> nbformat.NotebookNode:
     for name in UNGRADED[lab]:
         cells.append(new_code_cell(f"### BEGIN SOLUTION\n{code[name]}### END SOLUTION\n",
                                    metadata=_meta(name, grade=False, solution=True, locked=False)))
-    for name, points in TEST_CELL_POINTS[lab].items():
+    for name, points in labs.lab(lab).test_points.items():
         if name != "checkpoint":
             cells.append(new_code_cell(f"### BEGIN SOLUTION\n{code[name]}### END SOLUTION\n",
                                        metadata=_meta(name, grade=False, solution=True, locked=False)))
