@@ -19,8 +19,10 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from autograder.evaluation import full_ranking_ap
+from autograder.labs.lab4_beyond.reference import nmi, recall_at_k
 from labtools.data import BalancedBatchSampler, DeviceLoader
 from labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint
+from labtools.neighbors import nearest
 
 LossFn = Callable[[ConvNet, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -227,6 +229,41 @@ def validation_map(net: ConvNet, dataset: TensorDataset) -> float:
     return full_ranking_ap(extract_features(net, images, progress=False), labels).mean().item()
 
 
+#: The K of the validation Recall@K that :func:`fit` records each epoch.
+VAL_KS = (1, 2, 4, 8)
+
+
+def validation_metrics(net: torch.nn.Module, dataset: TensorDataset) -> dict[str, float]:
+    """Retrieval and clustering metrics of ``net.features`` on ``dataset`` (images ``[N, 1, 28, 28]``,
+    labels ``[N]``), every image a query against the N - 1 others, computed on the network's device.
+
+    Returns {"val_map": mAP (:func:`autograder.evaluation.full_ranking_ap`), "val_recall_at_<K>":
+    Recall@K for K in :data:`VAL_KS` (Lab 4's ``recall_at_k``: a hit when a same-class image is among
+    the K nearest, distance ties counted for it), "val_p_at_1": precision@1, the fraction of images
+    whose nearest other image (ties by index, :func:`labtools.neighbors.nearest`) has their class,
+    equal to Recall@1 but for ties, "val_nmi": NMI of k-means with as many clusters as classes
+    (Lab 4's ``nmi``, seed 0)}. The features are extracted once, in batches; Recall@K holds an
+    [N, N] distance matrix (144 MB for the 6,000 validation images).
+    """
+    device = next(net.parameters()).device
+    images, labels = dataset.tensors
+    features = extract_features(net, images, device=device, progress=False).to(device)  # [N, D]
+    labels = labels.to(device)
+    _, index = nearest(features, features, 1, exclude_self=True)  # [N, 1]
+    metrics = {"val_map": full_ranking_ap(features, labels).mean().item()}
+    metrics.update({f"val_recall_at_{k}": value for k, value in recall_at_k(features, labels, VAL_KS).items()})
+    metrics["val_p_at_1"] = (labels[index[:, 0]] == labels).double().mean().item()
+    metrics["val_nmi"] = nmi(features, labels)
+    return metrics
+
+
+def tensorboard_dir(checkpoint: str | Path) -> Path:
+    """Where :func:`fit` writes the TensorBoard event files of a run: the folder ``<stem>.tensorboard``
+    beside its ``checkpoint`` (``tensorboard --logdir`` that folder)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ".tensorboard")
+
+
 def best_path(checkpoint: str | Path) -> Path:
     """Where :func:`fit` keeps the weights of the best validation mAP so far, beside ``checkpoint``."""
     checkpoint = Path(checkpoint)
@@ -269,8 +306,12 @@ def fit(
     After every epoch it prints the epoch's total loss and saves ``net``, the optimizer and the
     history to ``checkpoint``; when ``checkpoint`` exists it resumes from the epoch stored there.
     Returns the history: "loss" (mean over batches), "loss_total" (sum), "epoch_s" (seconds per
-    epoch), "lr" (learning rate of each epoch), and with ``val_set`` "val_accuracy" and "val_map"
-    (:func:`validation_map`). ``select="val_map"`` ends with the weights of the epoch of best
+    epoch), "lr" (learning rate of each epoch), and with ``val_set`` the metrics of
+    :func:`validation_metrics` ("val_map", "val_recall_at_1" ... "val_recall_at_8", "val_p_at_1",
+    "val_nmi") and, for a :class:`ConvNet`, "val_accuracy" (of its class scores): each a list of one
+    float per epoch. With ``checkpoint``, every value of an epoch is also written as a TensorBoard
+    scalar of that name, step = epoch, into :func:`tensorboard_dir` (a resumed run first drops the
+    steps after the resumed epoch). ``select="val_map"`` ends with the weights of the epoch of best
     validation mAP (kept in :func:`best_path` of ``checkpoint``) instead of the last epoch's.
     ``precision="bf16"`` runs the network's forward pass in bfloat16 (:func:`autocast_net`):
     1.05x to 1.33x faster per epoch on a CPU with AVX-512 BF16 (benchmarks/README.md); on hardware
@@ -283,6 +324,9 @@ def fit(
         raise ValueError(f"select must be 'last' or 'val_map', got {select!r}")
     if select == "val_map" and (val_set is None or checkpoint is None):
         raise ValueError("select='val_map' needs a val_set and a checkpoint path")
+    if val_set is not None and len(val_set) <= max(VAL_KS):
+        raise ValueError(f"val_set must hold more than {max(VAL_KS)} images (Recall@{max(VAL_KS)} looks among "
+                         f"the {max(VAL_KS)} nearest others of each), got {len(val_set)}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     check_precision(precision, device)
     # conv weights and activations in NHWC order: faster steps of this ConvNet (benchmarks/training.py)
@@ -290,8 +334,6 @@ def fit(
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     lrs = [scheduled_lr(lr, schedule, epoch, epochs) for epoch in range(1, epochs + 1)]
     history: dict[str, list[float]] = {"loss": [], "loss_total": [], "epoch_s": [], "lr": []}
-    if val_set is not None:
-        history["val_accuracy"], history["val_map"] = [], []
     done = 0
     if checkpoint is not None and Path(checkpoint).exists():
         _, record = load_checkpoint(checkpoint, net, device=device)
@@ -313,6 +355,11 @@ def fit(
         loader = BalancedLoader(*train_set.tensors, batch_size // samples_per_class, samples_per_class,
                                 device=device, seed=seed)
     loader.set_epoch(done)
+    writer = None
+    if checkpoint is not None:
+        from torch.utils.tensorboard import SummaryWriter  # imports the tensorboard package: only when logging
+
+        writer = SummaryWriter(tensorboard_dir(checkpoint), purge_step=done + 1)
     net.train()
     for epoch in range(done + 1, epochs + 1):
         started = time.perf_counter()
@@ -333,17 +380,23 @@ def fit(
                 loss.backward()
                 optimizer.step()
                 total += loss.detach()
-        for name, value in terms.items():
-            history.setdefault(f"term/{name}", []).append(float(value) / len(loader))
-        history["loss_total"].append(total.item())
-        history["loss"].append(total.item() / len(loader))
-        history["epoch_s"].append(time.perf_counter() - started)
-        history["lr"].append(optimizer.param_groups[0]["lr"])
+        scalars = {f"term/{name}": float(value) / len(loader) for name, value in terms.items()}
+        scalars.update(loss_total=total.item(), loss=total.item() / len(loader),
+                       epoch_s=time.perf_counter() - started, lr=optimizer.param_groups[0]["lr"])
         message = f"epoch {epoch}/{epochs}: total {loss_name} loss {total.item():.4f}"
         if val_set is not None:
-            history["val_accuracy"].append(accuracy(net, val_set))
-            history["val_map"].append(validation_map(net, val_set))
-            message += f", validation accuracy {history['val_accuracy'][-1]:.4f}, mAP {history['val_map'][-1]:.4f}"
+            if isinstance(net, ConvNet):
+                scalars["val_accuracy"] = accuracy(net, val_set)
+                message += f", validation accuracy {scalars['val_accuracy']:.4f}"
+            scalars.update(validation_metrics(net, val_set))
+            message += (f", mAP {scalars['val_map']:.4f}, R@1 {scalars['val_recall_at_1']:.4f}, "
+                        f"NMI {scalars['val_nmi']:.4f}")
+        for name, value in scalars.items():
+            history.setdefault(name, []).append(value)
+            if writer is not None:
+                writer.add_scalar(name, value, epoch)
+        if writer is not None:
+            writer.flush()
         print(message, flush=True)
         if select == "val_map" and history["val_map"][-1] >= max(history["val_map"]):
             save_checkpoint(best_path(checkpoint), net, dataset=dataset_name, loss=loss_name, seed=seed,
@@ -351,6 +404,8 @@ def fit(
         if checkpoint is not None:
             save_checkpoint(checkpoint, net, dataset=dataset_name, loss=loss_name, seed=seed,
                             epochs=epoch, history=history, optimizer=optimizer)
+    if writer is not None:
+        writer.close()
     if select == "val_map":
         load_checkpoint(best_path(checkpoint), net, device=device)
     # back to the default layout: measured as a loaded checkpoint is (channels-last weights round

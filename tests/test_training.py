@@ -438,3 +438,99 @@ def test_a_trained_net_is_left_in_the_default_memory_format():
     net = ConvNet()
     fit(net, small_set(100), cross_entropy, loss_name="ce", epochs=1, batch_size=50, progress=False)
     assert all(p.is_contiguous() for p in net.parameters())
+
+
+class AngleNet(torch.nn.Module):
+    """features(x): the unit vector at the angle, in degrees, held in pixel [0, 0] of each image."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def features(self, x):
+        angle = torch.deg2rad(x[:, 0, 0, 0]) * self.scale
+        return torch.stack([angle.cos(), angle.sin()], dim=1)
+
+
+def angle_set(degrees, labels):
+    images = torch.zeros(len(degrees), 1, 28, 28)
+    images[:, 0, 0, 0] = torch.tensor(degrees, dtype=torch.float32)
+    return TensorDataset(images, torch.tensor(labels))
+
+
+def test_validation_metrics_of_a_known_embedding():
+    from autograder.evaluation import full_ranking_ap
+    from autograder.labs.lab4_beyond.reference import nmi
+    from autograder.training import validation_metrics
+
+    # class 0 at 0, 10, ..., 40 degrees, class 1 at 90 ... 120 and one stray at 14 degrees: the stray is
+    # the nearest other of the images at 10 and 20 (their nearest positive comes second) and sees the
+    # five of class 0 before its nearest positive (rank 6); every other image's nearest is of its class
+    dataset = angle_set([0, 10, 20, 30, 40, 90, 100, 110, 120, 14], [0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    metrics = validation_metrics(AngleNet(), dataset)
+    assert set(metrics) == {"val_map", "val_recall_at_1", "val_recall_at_2", "val_recall_at_4", "val_recall_at_8",
+                            "val_p_at_1", "val_nmi"}
+    assert metrics["val_p_at_1"] == pytest.approx(0.7) and metrics["val_recall_at_1"] == pytest.approx(0.7)
+    assert metrics["val_recall_at_2"] == metrics["val_recall_at_4"] == pytest.approx(0.9)
+    assert metrics["val_recall_at_8"] == 1.0
+    features = AngleNet().features(dataset.tensors[0])
+    assert metrics["val_map"] == pytest.approx(full_ranking_ap(features, dataset.tensors[1]).mean().item())
+    assert metrics["val_nmi"] == pytest.approx(nmi(features, dataset.tensors[1]))
+    separated = validation_metrics(AngleNet(), angle_set([0, 1, 2, 3, 4, 90, 91, 92, 93, 94], [0] * 5 + [1] * 5))
+    assert all(value == pytest.approx(1.0) for value in separated.values())
+
+
+def test_fit_records_metric_curves_in_the_history_and_in_tensorboard(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from autograder.training import tensorboard_dir
+
+    images, labels = digits_dataset().tensors
+    val = TensorDataset(images[200:400], labels[200:400])
+    keys = {"val_accuracy", "val_map", "val_recall_at_1", "val_recall_at_2", "val_recall_at_4", "val_recall_at_8",
+            "val_p_at_1", "val_nmi"}
+    torch.manual_seed(0)
+    history = fit(ConvNet(), small_set(), cross_entropy, loss_name="ce", epochs=2, lr=0.05, batch_size=50,
+                  checkpoint=tmp_path / "ce.pt", val_set=val, progress=False)
+    assert keys | {"loss", "loss_total", "epoch_s", "lr"} == set(history)
+    assert all(len(history[key]) == 2 and all(0 <= v <= 1 for v in history[key]) for key in keys)
+    assert history["val_recall_at_1"][-1] <= history["val_recall_at_2"][-1] <= history["val_recall_at_8"][-1]
+    assert "epoch 2/2: total ce loss" in capsys.readouterr().out
+    _, record = load_checkpoint(tmp_path / "ce.pt")
+    assert record["history"] == history
+
+    assert tensorboard_dir(tmp_path / "ce.pt") == tmp_path / "ce.tensorboard"
+    events = EventAccumulator(str(tmp_path / "ce.tensorboard"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == set(history)
+    for key, values in history.items():
+        scalars = events.Scalars(key)
+        assert [s.step for s in scalars] == [1, 2]
+        assert [s.value for s in scalars] == pytest.approx(values, rel=1e-6)  # float32 in the event file
+
+    # resumed for a third epoch: the history and the event files hold each epoch once
+    history = fit(ConvNet(), small_set(), cross_entropy, loss_name="ce", epochs=3, lr=0.05, batch_size=50,
+                  checkpoint=tmp_path / "ce.pt", val_set=val, progress=False)
+    events = EventAccumulator(str(tmp_path / "ce.tensorboard"))
+    events.Reload()
+    assert len(history["val_nmi"]) == 3 and [s.step for s in events.Scalars("val_nmi")] == [1, 2, 3]
+
+
+def test_fit_measures_an_embedding_net_without_class_scores_and_refuses_a_tiny_val_set(tmp_path, monkeypatch):
+    from labtools.models import EmbeddingNet
+
+    monkeypatch.chdir(tmp_path)  # where a SummaryWriter without a folder would write (./runs)
+
+    def proxies(net, images, labels):
+        return torch.nn.functional.cross_entropy(net.features(images) @ net.weight.T / 0.1, labels)
+
+    images, labels = digits_dataset().tensors
+    torch.manual_seed(0)
+    history = fit(EmbeddingNet(), small_set(100), proxies, loss_name="proxies", epochs=1, batch_size=50,
+                  val_set=TensorDataset(images[200:300], labels[200:300]), progress=False)
+    assert "val_accuracy" not in history and len(history["val_recall_at_8"]) == len(history["val_nmi"]) == 1
+    assert not list(tmp_path.iterdir())  # no checkpoint: no event files anywhere
+    with pytest.raises(ValueError, match=r"val_set must hold more than 8 images \(Recall@8 looks among the 8 "
+                                         r"nearest others of each\), got 5"):
+        fit(ConvNet(), small_set(100), cross_entropy, loss_name="ce", epochs=1,
+            val_set=TensorDataset(images[:5], labels[:5]))
