@@ -17,13 +17,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import autograder.grading.hidden as hidden
+import autograder.grading.hidden  # noqa: F401  (registers the hidden checks, the copy gate among them)
+from autograder.labs.lab2_triplet import copies
+from autograder.paths import REPO_MODELS
 from labtools.checks.engine import evaluate
-from labtools.checks.public import CHECKPOINT_GATES, submitted_checkpoint
 from labtools.checks.registry import Context, checks_for
+from labtools.labs.lab2_triplet import CHECKPOINT_GATES, submitted_checkpoint
 from labtools.models import ConvNet, EmbeddingNet, save_checkpoint
 
-MODELS = hidden.MODELS_DIR
+MODELS = REPO_MODELS
 COURSE_TRIPLET = MODELS / "mnist_triplet.pt"
 ADVICE = "submit the network your train_triplets trained"
 
@@ -66,12 +68,12 @@ def noisy(state, relative, seed=5):
 
 
 def test_the_grader_asks_the_copy_gate():
-    assert hidden.copied_network in CHECKPOINT_GATES
-    names = {name for name, _, _ in hidden.instructor_networks()}
+    assert copies.copied_network in CHECKPOINT_GATES
+    names = {name for name, _, _ in copies.instructor_networks()}
     assert "mnist_triplet.pt" in names and "mnist_classifier.pt" in names
     if (MODELS / "lab4").is_dir():
         assert any(name.startswith("lab4/") for name in names)
-        parts = dict((name, p) for name, _, p in hidden.instructor_networks())
+        parts = dict((name, p) for name, _, p in copies.instructor_networks())
         assert all(set(p) == {"backbone."} for name, p in parts.items() if name.startswith("lab4/"))
 
 
@@ -112,28 +114,28 @@ def test_copies_of_the_course_networks_are_refused(case, tmp_path):
 
 
 def test_distances_of_copies_and_of_distinct_networks():
-    """The numbers NEAR_COPY is chosen by (hidden.py): copies below it, other networks far above."""
-    reference = hidden.convnet_parts(course_state())[""]
+    """The numbers NEAR_COPY is chosen by (copies.py): copies below it, other networks far above."""
+    reference = copies.convnet_parts(course_state())[""]
 
     def distance(state):
-        return hidden.weight_distance(hidden.convnet_parts(state)[""], reference)
+        return copies.weight_distance(copies.convnet_parts(state)[""], reference)
 
     assert distance(course_state()) == 0
     assert distance(permuted_and_rescaled(course_state())) < 1e-6
     assert distance({k: v.half().float() for k, v in course_state().items()}) < 0.001
     assert distance({k: v.bfloat16().float() for k, v in course_state().items()}) < 0.003
     assert 0.004 < distance(noisy(course_state(), 0.005)) < 0.007
-    saved = hidden.NEAR_COPY
+    saved = copies.NEAR_COPY
     try:
-        hidden.NEAR_COPY = 10.0  # the whole distance, not the lower bound at which matching stops
+        copies.NEAR_COPY = 10.0  # the whole distance, not the lower bound at which matching stops
         for seed in (0, 1):
             torch.manual_seed(seed)
             state = ConvNet().state_dict()
-            closest = min(hidden.weight_distance(hidden.convnet_parts(state)[""], part)
-                          for _, _, parts in hidden.instructor_networks() for part in parts.values())
+            closest = min(copies.weight_distance(copies.convnet_parts(state)[""], part)
+                          for _, _, parts in copies.instructor_networks() for part in parts.values())
             assert closest > 20 * saved, (seed, closest)
     finally:
-        hidden.NEAR_COPY = saved
+        copies.NEAR_COPY = saved
 
 
 def test_networks_that_are_not_copies_pass_the_gate(tmp_path):

@@ -27,7 +27,8 @@ import pytest
 
 import autograder.grading.hidden as hidden
 from autograder.grading.trusted import default_limits
-from labtools.checks import TEST_CELL_POINTS
+from autograder.labs.lab1_retrieval.hidden import classifier_path
+from labtools import labs
 from labtools.checks.engine import evaluate, run_sandboxed
 from labtools.checks.registry import Context, checks_for
 
@@ -47,8 +48,8 @@ FILE_CHECKS = "file"
 def lab_of(functions) -> str:
     """The lab that grades the first of ``functions`` (Lab 2 for triplet_loss, pasted into Lab 3 ungraded)."""
     for function in functions:
-        for lab, points in TEST_CELL_POINTS.items():
-            if function in points:
+        for lab, spec in labs.all_labs().items():
+            if function in spec.test_points:
                 return lab
     raise ValueError(f"no lab grades any of {sorted(functions)}")
 
@@ -109,7 +110,7 @@ def renamed_check(check, suffix: str, variant: str):
 def mnist_available() -> bool:
     try:
         hidden.mnist_test()
-        hidden.classifier_path()
+        classifier_path()
         return True
     except Exception:
         return False
@@ -119,7 +120,7 @@ def mnist_available() -> bool:
 def graded(tmp_path_factory):
     """``{variant: (lab, right values, changed functions, {check id: result})}`` from one sandboxed run."""
     reference = {k: v for k, v in build.reference_code().items() if k != "train"}  # Lab 3's loop: no hidden check
-    all_hidden = [c for lab in TEST_CELL_POINTS for c in checks_for(lab, hidden=True) if c.kind != FILE_CHECKS]
+    all_hidden = [c for lab in labs.lab_ids() for c in checks_for(lab, hidden=True) if c.kind != FILE_CHECKS]
     if not mnist_available():
         all_hidden = [c for c in all_hidden if c.id != "evaluate_mAP.hidden_classifier"]
     imports, bodies, checks, plan = set(HEADER), [], [], {}
@@ -135,7 +136,7 @@ def graded(tmp_path_factory):
         else:
             affected = callers(code, changed)
             chosen = [c for c in checks_for(lab, hidden=True) if c.kind != FILE_CHECKS and c.function in affected
-                      and c.id != "evaluate_mAP.hidden_classifier" and c.function in TEST_CELL_POINTS[lab]]
+                      and c.id != "evaluate_mAP.hidden_classifier" and c.function in labs.lab(lab).test_points]
         assert chosen, name
         checks += [renamed_check(c, suffix, name) for c in chosen]
         plan[name] = (lab, right, changed, {f"{name}: {c.id}" for c in chosen})
@@ -166,7 +167,7 @@ def test_the_reference_earns_every_hidden_point(graded):
     failed = {cid: r.message for cid, r in results.items() if not r.passed}
     assert not failed, failed
     # every graded function with hidden checks of its code was checked
-    expected = {c.function for lab in TEST_CELL_POINTS for c in checks_for(lab, hidden=True) if c.kind != FILE_CHECKS}
+    expected = {c.function for lab in labs.lab_ids() for c in checks_for(lab, hidden=True) if c.kind != FILE_CHECKS}
     assert {cid.split(".")[0] for cid in results} == expected
 
 
@@ -180,7 +181,7 @@ def test_each_variant_is_graded_by_its_values_on_the_hidden_checks_alone(graded,
         return
     lost = sum(r.check.points - r.earned for r in results.values())
     assert lost > 0, messages
-    for function in changed & set(TEST_CELL_POINTS[lab]):
+    for function in changed & set(labs.lab(lab).test_points):
         for kind in ("hidden_fixed", "hidden_random"):
             cid = f"{function}.{kind}"
             if cid in results:

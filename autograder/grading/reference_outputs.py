@@ -1,21 +1,17 @@
 """``python -m autograder.grading.reference_outputs``: write the stored outputs of the hidden checks.
 
-For every fixed input of :func:`autograder.grading.hidden.fixed_inputs`, the output of
-``autograder.labs.<lab>.reference`` is saved with the input in ``autograder/labs/<lab>/reference_outputs.pt``
-(plain data, ``weights_only``-loadable). ``tests/test_grading_reference_outputs.py`` checks that
-the stored outputs still match the reference module.
+For the fixed inputs of every value check a lab declares (:func:`autograder.grading.hidden.declarations`),
+the output of ``autograder.labs.<lab>.reference`` is saved with the input in
+``autograder/labs/<lab>/reference_outputs.pt`` (plain data, ``weights_only``-loadable).
+``tests/test_grading_reference_outputs.py`` checks that the stored outputs still match the reference module.
 """
 
 import sys
 
 import torch
 
-from autograder.grading.hidden import fixed_inputs, outputs_path, reference_output
-
-LABS = {"lab1_retrieval": ("distances", "evaluate_AP", "evaluate_mAP"), "lab2_triplet": ("triplet_loss",),
-        "lab3_smoothap": ("smooth_ap_loss",),
-        "lab4_beyond": ("recall_at_k", "nmi", "f1", "norm_softmax_loss", "arcface_loss"),
-        "lab5_dvml": ("kl_divergence", "reparameterize", "semihard_triplets", "semihard_triplet_loss", "dvml_loss")}
+from autograder.grading.hidden import declarations, outputs_path, reference_output
+from labtools.labs import lab_ids
 
 
 def plain(output):
@@ -28,10 +24,14 @@ def plain(output):
     return output
 
 
+def entry(function: str, args, kwargs) -> dict:
+    return {"args": list(args), "kwargs": dict(kwargs), "output": plain(reference_output(function, args, kwargs))}
+
+
 def compute() -> dict[str, dict]:
-    inputs = fixed_inputs()
-    return {lab: {f: {**inputs[f], "output": plain(reference_output(f, inputs[f]["args"], inputs[f]["kwargs"]))}
-                  for f in functions} for lab, functions in LABS.items()}
+    """``{lab: {function: {"args", "kwargs", "output"}}}`` of every lab that declares value checks."""
+    return {lab: {values.function: entry(values.function, *values.fixed_inputs()) for values in declarations(lab)}
+            for lab in lab_ids() if declarations(lab)}
 
 
 def main() -> int:
