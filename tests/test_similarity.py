@@ -27,7 +27,7 @@ from autograder.__main__ import main
 from autograder.similarity import compare, similarity
 from autograder.similarity.functions import source_functions
 from autograder.similarity.pairs import FLAG_SCORE
-from autograder.grading.hidden import NEAR_COPY
+from autograder.labs.lab2_triplet.copies import NEAR_COPY
 from autograder.similarity.weights import course_weights, read_weights, weight_matches
 from labtools.models import ConvNet, save_checkpoint
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from autograder.similarity.functions import Function
 from autograder.similarity.pairs import FLAG_SCORE, MIN_MATCHED_LINES
-from autograder.grading.hidden import NEAR_COPY
+from autograder.labs.lab2_triplet.copies import NEAR_COPY
 
 if TYPE_CHECKING:
     from autograder.similarity import ClassSimilarity
@@ -61,7 +61,7 @@ def line_ranges(function: Function, indexes: tuple[int, ...]) -> str:
 
 def write_csv(path: Path, result: ClassSimilarity) -> None:
     """Every pair of functions that shares code beyond the skeleton, then every pair of checkpoints
-    or of a student and a course network within :data:`~autograder.grading.hidden.NEAR_COPY` (score: 1 - their
+    or of a student and a course network within :data:`~autograder.labs.lab2_triplet.copies.NEAR_COPY` (score: 1 - their
     distance)."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -6,12 +6,12 @@ inflates a compressed member: a small file could fill the memory), and then only
 ``torch.load(weights_only=True)`` (:func:`labtools.models.read_checkpoint`).
 
 Networks are compared as the grader compares a submission with the course's networks
-(:mod:`autograder.grading.hidden`): by the ConvNet feature layers (:func:`~autograder.grading.hidden.convnet_parts`)
-and :func:`~autograder.grading.hidden.weight_distance`, ``||w - w_ref|| / ||w_ref||`` up to a
-permutation and rescaling of the channels, below :data:`~autograder.grading.hidden.NEAR_COPY` for a
+(:mod:`autograder.labs.lab2_triplet.copies`): by the ConvNet feature layers (:func:`~autograder.labs.lab2_triplet.copies.convnet_parts`)
+and :func:`~autograder.labs.lab2_triplet.copies.weight_distance`, ``||w - w_ref|| / ||w_ref||`` up to a
+permutation and rescaling of the channels, below :data:`~autograder.labs.lab2_triplet.copies.NEAR_COPY` for a
 copy (0.0002 for one saved through float16, 0.0105 for noise of 1% of each tensor's norm; networks
 trained apart are at 0.26 or more). Each student's network is compared with every classmate's and
-with every course network (:func:`~autograder.grading.hidden.instructor_networks`), but only where
+with every course network (:func:`~autograder.labs.lab2_triplet.copies.instructor_networks`), but only where
 their plain weights are within :data:`SCREEN` of each other's: ``weight_distance`` takes about 5 ms
 a pair, half a minute for a class of 300 against the course's 29 networks, and more for its 44,850
 pairs. A copy whose channels were permuted or rescaled is therefore not found here; when it is a
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from autograder.grading.hidden import NEAR_COPY, convnet_parts, file_digest, instructor_networks, weight_distance
+from autograder.grading.hidden import file_digest
+from autograder.labs.lab2_triplet.copies import NEAR_COPY, convnet_parts, instructor_networks, weight_distance
 from labtools.labs.lab2_triplet import MAX_CHECKPOINT_BYTES
 from labtools.models import CheckpointTooLarge, read_checkpoint
 
@@ -42,7 +43,7 @@ class UnreadableCheckpoint(ValueError):
 @dataclass(frozen=True)
 class Weights:
     """A network: the SHA-256 of its file and its feature layers (``{name: tensor}``, float64, as
-    :func:`~autograder.grading.hidden.convnet_parts` gives them)."""
+    :func:`~autograder.labs.lab2_triplet.copies.convnet_parts` gives them)."""
 
     digest: str
     part: dict
@@ -51,7 +52,7 @@ class Weights:
 @dataclass(frozen=True)
 class WeightMatch:
     """A student's network and ``other`` (a classmate, or ``course:<file>``) within
-    :data:`~autograder.grading.hidden.NEAR_COPY`: ``distance`` is 0.0 for the same weights."""
+    :data:`~autograder.labs.lab2_triplet.copies.NEAR_COPY`: ``distance`` is 0.0 for the same weights."""
 
     student: str
     other: str
@@ -101,7 +102,7 @@ def course_weights() -> dict[str, Weights]:
 
 def weight_matches(students: dict[str, Weights], course: dict[str, Weights]) -> list[WeightMatch]:
     """Every pair of students, and every student and course network, whose files are the same or whose
-    weights are within :data:`~autograder.grading.hidden.NEAR_COPY` of each other, closest first."""
+    weights are within :data:`~autograder.labs.lab2_triplet.copies.NEAR_COPY` of each other, closest first."""
     names, others = sorted(students), sorted(students) + sorted(course)
     networks = {**students, **course}
     if not names:

@@ -91,7 +91,7 @@ def history_losses(value):
 
 #: Further refusals of a submitted checkpoint, ``gate(path, record) -> message or None``, asked after
 #: it is read and before anything else: the grader adds its own (a copy of one of the course's
-#: networks, :mod:`autograder.grading.hidden`); a student's kit has none.
+#: networks, :mod:`autograder.labs.lab2_triplet.copies`); a student's kit has none.
 CHECKPOINT_GATES: list = []
 #: A ConvNet checkpoint is about 130 kB (260 kB with its optimizer state): a far larger file is refused unread.
 MAX_CHECKPOINT_BYTES = 32 << 20
