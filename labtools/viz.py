@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 __all__ = [
     "CORRECT_COLOR",
@@ -28,6 +30,7 @@ __all__ = [
     "retrieval_grid",
     "pr_curves",
     "training_curves",
+    "metric_curves",
     "correct_retrievals_bars",
     "per_class_bars",
     "show_images",
@@ -290,6 +293,63 @@ def training_curves(history: Mapping, *, path: PathLike = None) -> Figure:
         if "" not in runs:
             ax.legend()
     fig.tight_layout()
+    return _save(fig, path)
+
+
+#: Line styles of the Recall@K panel of :func:`metric_curves`, in increasing K.
+RECALL_STYLES = ("-", "--", "-.", ":")
+#: The panels of :func:`metric_curves` after Recall@K: title -> history key.
+METRIC_PANELS = {"P@1": "val_p_at_1", "mAP": "val_map", "NMI": "val_nmi"}
+
+
+def metric_curves(history: Mapping, *, path: PathLike = None) -> Figure:
+    """Validation metrics per epoch, as ``autograder.training.fit`` records them: Recall@K, P@1, mAP, NMI.
+
+    ``history`` is a dict of per-epoch lists (or 1-d arrays) ``[E]`` of values in ``[0, 1]`` under
+    the keys "val_recall_at_<K>" (up to four values of K), "val_p_at_1", "val_map" and "val_nmi";
+    other keys (the loss, the learning rate) are ignored. A dict name -> history overlays several
+    runs, one colour per run in every panel, named in a legend above the panels. One panel per
+    metric that some run has, two a row: Recall@K (one line per K, styled by :data:`RECALL_STYLES`
+    in increasing K, its legend "R@K" in those styles), then those of :data:`METRIC_PANELS`.
+    Epochs count from 1. A history with none of these keys is refused.
+    """
+    runs = _runs(history)
+    ks = sorted({int(match.group(1)) for run in runs.values() for key in run
+                 if (match := re.fullmatch(r"val_recall_at_(\d+)", key))})
+    if len(ks) > len(RECALL_STYLES):
+        raise ValueError(f"metric_curves draws at most {len(RECALL_STYLES)} values of K, got Recall@K for K in {ks}")
+    panels = {"Recall@K": [(f"val_recall_at_{k}", style) for k, style in zip(ks, RECALL_STYLES)]} if ks else {}
+    panels.update({title: [(key, "-")] for title, key in METRIC_PANELS.items() if any(key in run for run in runs.values())})
+    if not panels:
+        raise ValueError("history has none of the validation metrics val_recall_at_<K>, val_p_at_1, val_map, "
+                         "val_nmi (autograder.training.fit records them when given a val_set)")
+    columns = min(2, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig = Figure(figsize=(5.5 * columns, 3.8 * rows + 0.4 * ("" not in runs)), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        fig.delaxes(ax)
+    for ax, (title, curves) in zip(axes, panels.items()):
+        for i, (name, run) in enumerate(runs.items()):
+            where = f"history[{name!r}]" if name else "history"
+            for key, style in curves:
+                if key not in run:
+                    continue
+                values = _as_numpy(run[key], f"{where}[{key!r}]", ["epochs"], sequences=True)
+                if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+                    raise ValueError(f"{where}[{key!r}] must lie in [0, 1], got {values.min()} to {values.max()}")
+                ax.plot(np.arange(1, len(values) + 1), values, marker=".", color=f"C{i}", linestyle=style)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("on the validation images")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if ks:
+        axes[0].legend([Line2D([], [], color="0.3", linestyle=style) for style in RECALL_STYLES[: len(ks)]],
+                       [f"R@{k}" for k in ks], fontsize="small")
+    if "" not in runs:
+        fig.legend([Line2D([], [], color=f"C{i}", marker=".") for i in range(len(runs))], list(runs),
+                   loc="outside upper center", ncols=len(runs), frameon=False)
     return _save(fig, path)
 
 

@@ -248,6 +248,69 @@ def test_training_curves_rejects_bad_histories():
         viz.training_curves({"loss": 1.0})
 
 
+def metric_history(shift=0.0):
+    """A history as autograder.training.fit records it with a val_set: 3 epochs."""
+    return {"loss": [2.0, 1.0, 0.5], "lr": [0.1] * 3,
+            **{f"val_recall_at_{k}": [0.5 + shift + k / 100, 0.6 + shift + k / 100, 0.7 + shift + k / 100]
+               for k in (8, 1, 4, 2)},
+            "val_p_at_1": [0.51 + shift, 0.61 + shift, 0.71 + shift], "val_map": np.array([0.3, 0.4, 0.5]) + shift,
+            "val_nmi": torch.tensor([0.2, 0.25, 0.3]) + shift}
+
+
+def test_metric_curves_one_panel_per_metric_one_line_per_k(tmp_path):
+    history = metric_history()
+    fig = viz.metric_curves(history, path=tmp_path / "curves.png")
+    try:
+        assert_png(tmp_path / "curves.png")
+        recall, p1, map_, nmi = fig.axes
+        assert [ax.get_title() for ax in fig.axes] == ["Recall@K", "P@1", "mAP", "NMI"]
+        assert [line.get_linestyle() for line in recall.lines] == ["-", "--", "-.", ":"]  # K = 1, 2, 4, 8
+        for line, k in zip(recall.lines, (1, 2, 4, 8)):
+            assert list(line.get_xdata()) == [1, 2, 3]
+            assert np.allclose(line.get_ydata(), history[f"val_recall_at_{k}"])
+        assert [t.get_text() for t in recall.get_legend().get_texts()] == ["R@1", "R@2", "R@4", "R@8"]
+        for ax, key in ((p1, "val_p_at_1"), (map_, "val_map"), (nmi, "val_nmi")):
+            (line,) = ax.lines
+            assert np.allclose(line.get_ydata(), np.asarray(history[key])) and ax.get_xlabel() == "epoch"
+            assert ax.get_legend() is None
+        assert not fig.legends  # one run: no run names
+    finally:
+        plt.close(fig)
+
+
+def test_metric_curves_overlays_runs_and_keeps_the_panels_some_run_has():
+    partial = {key: value for key, value in metric_history(0.1).items() if key in ("loss", "val_map", "val_nmi")}
+    fig = viz.metric_curves({"cross-entropy": metric_history(), "triplet": partial})
+    try:
+        recall, p1, map_, nmi = fig.axes
+        assert len(recall.lines) == 4 and len(p1.lines) == 1 and len(map_.lines) == len(nmi.lines) == 2
+        assert map_.lines[0].get_color() == recall.lines[0].get_color() != map_.lines[1].get_color()
+        (legend,) = fig.legends
+        assert [t.get_text() for t in legend.get_texts()] == ["cross-entropy", "triplet"]
+    finally:
+        plt.close(fig)
+    fig = viz.metric_curves(partial)
+    try:
+        assert [ax.get_title() for ax in fig.axes] == ["mAP", "NMI"]
+    finally:
+        plt.close(fig)
+
+
+def test_metric_curves_rejects_bad_histories():
+    with pytest.raises(ValueError, match="history has none of the validation metrics .* when given a val_set"):
+        viz.metric_curves({"loss": [1.0, 0.5], "val_accuracy": [0.5, 0.6]})
+    with pytest.raises(ValueError, match=r"history\['val_map'\] must lie in \[0, 1\], got 0.5 to 75.0"):
+        viz.metric_curves({"val_map": [0.5, 75.0]})
+    with pytest.raises(ValueError, match=r"history\['b'\]\['val_nmi'\] must lie in \[0, 1\]"):
+        viz.metric_curves({"a": {"val_nmi": [0.5]}, "b": {"val_nmi": [float("nan")]}})
+    with pytest.raises(ValueError, match=r"at most 4 values of K, got Recall@K for K in \[1, 2, 4, 8, 16\]"):
+        viz.metric_curves({f"val_recall_at_{k}": [0.5] for k in (1, 2, 4, 8, 16)})
+    with pytest.raises(ValueError, match=r"history\['val_p_at_1'\] must have shape \[epochs\]"):
+        viz.metric_curves({"val_p_at_1": [[0.5, 0.6]]})
+    with pytest.raises(TypeError, match=r"history\['val_map'\] must be"):
+        viz.metric_curves({"val_map": 0.5})
+
+
 def test_correct_retrievals_bars_groups_one_bar_per_network_and_query():
     counts = {"cross-entropy": torch.tensor([50, 10, 30]), "triplet": np.array([45, 20, 0])}
     fig = viz.correct_retrievals_bars(counts, query_ids=[7, 8, 9], k=50)
