@@ -4,7 +4,7 @@
 # their points and the lab whose reference holds each solution): the solutions are generated from
 # autograder/labs/lab4_beyond/reference.py (and Lab 1's for the pasted distances); see
 # autograder/notebooks.py. The study's networks are models/lab4/<run>.pt with their cards <run>.json,
-# trained and measured by `python -m autograder unseen` (autograder/unseen.py).
+# trained and measured by `python -m autograder unseen` (autograder/labs/lab4_beyond/study.py).
 
 # %% [markdown]
 # # Lab 4: Beyond the triplet loss: classification losses, unseen classes, clustering metrics

@@ -4,7 +4,7 @@
 # their points and the lab whose reference holds each solution): the solutions are generated from
 # autograder/labs/lab5_dvml/reference.py (and Labs 1 and 4's for the pasted functions); see
 # autograder/notebooks.py. The study's networks are models/lab5/<run>.pt with their cards <run>.json,
-# trained and measured by `python -m autograder unseen` (autograder/unseen.py).
+# trained and measured by `python -m autograder unseen` (autograder/labs/lab5_dvml/study.py).
 
 # %% [markdown]
 # # Lab 5 (advanced, optional): Deep Variational Metric Learning

@@ -1,4 +1,4 @@
-"""Lab 4's study (autograder.unseen): the shipped runs, their cards, and how they are made."""
+"""Lab 4's study (autograder.labs.lab4_beyond.study): the shipped runs, their cards, and how they are made."""
 
 import hashlib
 import json
@@ -9,22 +9,19 @@ import torch
 import torch.nn.functional as F
 
 from autograder import evaluation
-from autograder.labs.lab5_dvml.reference import dvml_loss
-from autograder.unseen import (ALL_RUNS, DATASETS, DVML_RUNS, DVML_SETTINGS, HELD_OUT, KS, LAB5_DIR, LOSSES,
-                               OUT_DIR, RUNS, flat_scores, remeasure, rescore_run, score_features, table,
-                               train_run, training_set)
+from autograder.labs.lab4_beyond.study import (DATASETS, HELD_OUT, KS, LOSSES, OUT_DIR, RUNS, flat_scores, remeasure,
+                                               rescore_run, score_features, table, train_run, training_set)
 from labtools import neighbors
-from labtools.dvml import DVML
 from labtools.models import EmbeddingNet, load_checkpoint
 
 CARDS = sorted(OUT_DIR.glob("*.json"))
-DVML_CARDS = sorted(LAB5_DIR.glob("*.json"))
 
 
 def test_twenty_runs_two_datasets_five_losses_all_classes_or_two_held_out():
     assert len(RUNS) == 20 and HELD_OUT == (8, 9)
     assert {(r.dataset, r.loss, r.held_out) for r in RUNS.values()} == {
         (d, loss, h) for d in DATASETS for loss in LOSSES for h in (False, True)}
+    assert all(run.setting is LOSSES[run.loss] and run.out_dir == OUT_DIR for run in RUNS.values())
     assert RUNS["fashion_arcface_heldout"].classes == tuple(range(8))
     assert RUNS["mnist_proxy_nca_all"].classes == tuple(range(10))
 
@@ -53,10 +50,10 @@ def test_card_describes_its_weights(card_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("card_path", CARDS + DVML_CARDS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("card_path", CARDS, ids=lambda p: p.stem)
 def test_card_scores_match_a_remeasurement(card_path, require_data):
     require_data(json.loads(card_path.read_text())["dataset"])
-    stated, measured = remeasure(card_path.stem)
+    stated, measured = remeasure(RUNS[card_path.stem])
     stated, measured = flat_scores(stated), flat_scores(measured)
     assert set(stated) == set(measured)
     for key, value in measured.items():
@@ -72,8 +69,8 @@ def test_rescoring_rewrites_the_scores_not_the_weights(tmp_path, require_data):
     card = json.loads((tmp_path / f"{name}.json").read_text())
     card["scores"]["p_at_1"] = 0.0
     (tmp_path / f"{name}.json").write_text(json.dumps(card))
-    rescored = rescore_run(name, out=tmp_path)
-    stated, measured = remeasure(name, out=tmp_path)
+    rescored = rescore_run(RUNS[name], out=tmp_path)
+    stated, measured = remeasure(RUNS[name], out=tmp_path)
     assert stated == measured == rescored["scores"] and stated["p_at_1"] > 0.9
     assert hashlib.sha256((tmp_path / f"{name}.pt").read_bytes()).hexdigest() == rescored["sha256"]
     net, record = load_checkpoint(tmp_path / f"{name}.pt")
@@ -169,7 +166,7 @@ def test_held_out_classes_are_left_out_of_training(require_data):
 @pytest.mark.slow
 def test_a_run_trains_and_writes_its_card(tmp_path, require_data):
     require_data("MNIST")
-    card = train_run("mnist_subcenter_arcface_heldout", epochs=1, out=tmp_path, progress=False)
+    card = train_run(RUNS["mnist_subcenter_arcface_heldout"], epochs=1, out=tmp_path, progress=False)
     assert card["command"] == "python -m autograder unseen mnist_subcenter_arcface_heldout"
     assert json.loads((tmp_path / "mnist_subcenter_arcface_heldout.json").read_text()) == card
     assert not (tmp_path / "mnist_subcenter_arcface_heldout.train.pt").exists()
@@ -182,69 +179,3 @@ def test_a_run_trains_and_writes_its_card(tmp_path, require_data):
     per_class = torch.tensor(scores["p_at_1_per_class"])
     overall = (per_class * torch.tensor([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])).sum() / 10_000
     assert overall.item() == pytest.approx(scores["p_at_1"], abs=1e-5)  # MNIST's test images per class
-
-
-# ----------------------------------------------------------------------------- Lab 5: DVML
-
-
-def test_dvml_runs_three_settings_and_the_baseline_on_the_held_out_split():
-    assert set(DVML_RUNS) == {f"fashion_{s}_heldout" for s in DVML_SETTINGS} and len(DVML_RUNS) == 4
-    assert all(run.held_out and run.out_dir == LAB5_DIR for run in DVML_RUNS.values())
-    assert set(ALL_RUNS) == set(RUNS) | set(DVML_RUNS)
-    assert isinstance(DVML_RUNS["fashion_dvml_one_phase_heldout"].setting.make_net(8), DVML)
-
-
-def test_dvml_card_describes_its_weights():
-    assert {p.stem for p in DVML_CARDS} == set(DVML_RUNS)
-    for path in DVML_CARDS:
-        card, setting = json.loads(path.read_text()), DVML_RUNS[path.stem].setting
-        net, record = load_checkpoint(path.with_suffix(".pt"))
-        assert isinstance(net, DVML) and card["architecture"] == "DVML" and card["config"] == net.config
-        assert card["hyperparameters"] == setting.hyperparameters and card["held_out_classes"] == list(HELD_OUT)
-        assert len(record["history"]["term/kl"]) == card["epochs"]  # a curve per term
-        assert hashlib.sha256(path.with_suffix(".pt").read_bytes()).hexdigest() == card["sha256"]
-
-
-def dvml_outputs(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    features = torch.rand(12, 16, generator=g)
-    mu, logvar, z_var = (0.3 * torch.randn(12, 4, generator=g) for _ in range(3))
-    z_inv = torch.nn.functional.normalize(torch.randn(12, 4, generator=g), dim=1)
-    return {"features": features, "mu": mu, "logvar": logvar, "z_inv": z_inv, "z_var": z_var,
-            "reconstruction": torch.rand(12, 16, generator=g)}
-
-
-@pytest.mark.parametrize("setting, phases", [
-    ("dvml_two_phase_a", [1] * 5 + [2] * 5),
-    ("dvml_one_phase", [2] * 10),
-])
-def test_dvml_objective_switches_phase_and_weights_halfway(setting, phases):
-    setting = DVML_SETTINGS[setting]
-    objective, outputs, labels = setting.objective(10), dvml_outputs(), torch.arange(12) % 3
-    seen = []
-
-    def net(images, sample, phase):
-        seen.append(phase)
-        return outputs
-
-    for epoch in range(1, 11):
-        objective.start_epoch(epoch)
-        total, terms = objective(net, None, labels)
-        lambdas = setting.phases[0 if phases[epoch - 1] == 1 else -1]
-        expected, _ = dvml_loss(**outputs, labels=labels, lambdas=lambdas, margin=setting.margin)
-        assert total.item() == pytest.approx(expected.item()) and set(terms) == {
-            "kl", "reconstruction", "triplet_synthesized", "triplet_invariant"}
-    assert seen == phases
-
-
-@pytest.mark.slow
-def test_a_dvml_run_trains_in_two_phases_and_writes_its_card(tmp_path, require_data):
-    require_data("FashionMNIST")
-    card = train_run("fashion_dvml_two_phase_b_heldout", epochs=2, out=tmp_path, progress=False)
-    net, record = load_checkpoint(tmp_path / "fashion_dvml_two_phase_b_heldout.pt")
-    assert isinstance(net, DVML) and card["architecture"] == "DVML"
-    assert card["command"] == "python -m autograder unseen fashion_dvml_two_phase_b_heldout"
-    history = record["history"]
-    assert {"term/kl", "term/reconstruction", "term/triplet_synthesized", "term/triplet_invariant"} <= set(history)
-    assert all(len(history[k]) == 2 for k in history if k.startswith("term/"))
-    assert card["scores"]["seen"]["recall_at_k"]["1"] > 0.5  # two epochs already embed the trained classes

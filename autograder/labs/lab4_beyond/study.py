@@ -3,13 +3,13 @@
 ``python -m autograder unseen`` trains every run of :data:`RUNS` that ``models/lab4/`` lacks (each
 resumable, seeded, with its card ``<name>.json``), measures them all and writes the table
 ``models/lab4/results.md``: for every dataset, loss and training (all classes or held out), the
-metrics on the test images of the seen classes (0-7) and of the held-out ones (8, 9).
+metrics on the test images of the seen classes (0-7) and of the held-out ones (8, 9). The same
+command does the same for Lab 5's runs (:mod:`autograder.labs.lab5_dvml.study`, ``models/lab5/``),
+which this module trains, measures and tabulates alike: a :class:`Run` carries its setting (the
+loss and the network it trains) and its folder.
 
 Every run trains an :class:`~labtools.models.EmbeddingNet` (the lab's ConvNet with the loss's class
-vectors) with :func:`autograder.training.fit`; only the loss and its head differ. Lab 5's runs
-(:data:`DVML_RUNS`, ``models/lab5/``) train a :class:`~labtools.dvml.DVML` network the same way on
-Fashion-MNIST with the same classes held out: three settings of the DVML loss and the plain
-semi-hard triplet baseline (:data:`DVML_SETTINGS`). Metrics
+vectors) with :func:`autograder.training.fit`; only the loss and its head differ. Metrics
 (:func:`measure`): precision@1 of nearest-neighbour classification of the 10,000 test images
 against the 54,000 training images (all classes, also for a network that never saw two of them),
 overall and per class; on each test subset Recall@K (K = 1, 2, 4, ..., 32), NMI and F1 of k-means
@@ -26,23 +26,22 @@ import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch.utils.data import TensorDataset
 
-from autograder.checkpoints import MODELS_DIR, describe_device
+from autograder.checkpoints import describe_device
 from autograder.evaluation import full_ranking_ap
 from autograder.labs.lab4_beyond.reference import arcface_loss, f1, nmi, norm_softmax_loss, recall_at_k
-from autograder.labs.lab5_dvml.reference import dvml_loss, reparameterize
+from autograder.paths import REPO_MODELS
 from autograder.training import SCHEDULES, fit
 from labtools.data import load_images, train_val_split
-from labtools.dvml import DVML
 from labtools.losses import epshn_triplet_loss, proxy_nca_loss, subcenter_arcface_loss
 from labtools.models import EmbeddingNet, extract_features, load_checkpoint, save_checkpoint
 from labtools.neighbors import nearest
 
-OUT_DIR = MODELS_DIR / "lab4"
-LAB5_DIR = MODELS_DIR / "lab5"
+OUT_DIR = REPO_MODELS / "lab4"
 DATASETS = {"mnist": "MNIST", "fashion": "FashionMNIST"}
 NUM_CLASSES = 10
 #: The classes held out of training in the "heldout" runs: the last two.
@@ -52,6 +51,19 @@ SUBSETS = {"seen": tuple(c for c in range(NUM_CLASSES) if c not in HELD_OUT), "u
 
 #: What every run shares (stated on each card).
 EPOCHS, LR, MOMENTUM, BATCH_SIZE, SAMPLES_PER_CLASS, SCHEDULE, SEED = 10, 0.01, 0.9, 100, 20, "cosine", 0
+
+
+class Setting(Protocol):
+    """What a run trains: its network and objective, and what its card states (a :class:`Loss`, or a
+    setting of Lab 5's DVML loss)."""
+
+    hyperparameters: dict
+    notes: str
+
+    def make_net(self, num_classes: int) -> torch.nn.Module: ...
+
+    def objective(self, epochs: int):
+        """``loss_fn(net, images, labels)`` for :func:`fit`."""
 
 
 @dataclass(frozen=True)
@@ -113,76 +125,15 @@ LOSSES = {
 
 
 @dataclass(frozen=True)
-class DVMLSetting:
-    """A setting of Lab 5's DVML loss: the weights (lambda1..lambda4) of each training phase.
-
-    Two phases split the epochs in halves: in phase 1 the decoder's gradient does not reach the
-    embedding, in phase 2 it does. One phase trains in phase 2 throughout.
-    """
-
-    phases: tuple[tuple[float, float, float, float], ...]
-    margin: float = 0.2
-    embedding_dim: int = 64
-    notes: str = ""
-
-    @property
-    def hyperparameters(self) -> dict:
-        return {"lambdas": [list(p) for p in self.phases], "margin": self.margin, "embedding_dim": self.embedding_dim}
-
-    def make_net(self, num_classes: int) -> DVML:
-        return DVML(embedding_dim=self.embedding_dim)
-
-    def objective(self, epochs: int) -> "DVMLObjective":
-        return DVMLObjective(self, epochs)
-
-
-class DVMLObjective:
-    """``dvml_loss`` of a DVML network's outputs with the phase and weights of the current epoch.
-
-    Returns ``(total, terms)``, so :func:`fit` records each term's mean per epoch.
-    """
-
-    def __init__(self, setting: DVMLSetting, epochs: int):
-        self.setting, self.epoch = setting, 1
-        self.last_phase_1 = epochs // 2 if len(setting.phases) == 2 else 0  # the epochs of phase 1
-
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    @property
-    def phase(self) -> int:
-        return 1 if self.epoch <= self.last_phase_1 else 2
-
-    def __call__(self, net, images, labels):
-        lambdas = self.setting.phases[0 if self.phase == 1 else -1]
-        return dvml_loss(**net(images, reparameterize, phase=self.phase), labels=labels, lambdas=lambdas,
-                         margin=self.setting.margin)
-
-
-#: Lab 5: the DVML settings of the student report the lab follows (Experiments 1-3) and the baseline.
-DVML_SETTINGS = {
-    "dvml_two_phase_a": DVMLSetting(((1.0, 0.5, 0.5, 1.0), (0.8, 1.0, 0.4, 0.8)),
-                                    notes="The report's Experiment 1: two phases, lambdas (1, 0.5, 0.5, 1) then "
-                                          "(0.8, 1, 0.4, 0.8)."),
-    "dvml_two_phase_b": DVMLSetting(((1.0, 1.0, 0.1, 1.0), (0.8, 1.0, 0.2, 0.8)),
-                                    notes="The report's Experiment 2: two phases, lambdas (1, 1, 0.1, 1) then "
-                                          "(0.8, 1, 0.2, 0.8)."),
-    "dvml_one_phase": DVMLSetting(((1.0, 1.0, 1.0, 1.0),),
-                                  notes="The report's Experiment 3: one phase (the decoder's gradient released "
-                                        "from the start), every lambda 1."),
-    "dvml_triplet": DVMLSetting(((0.0, 0.0, 0.0, 1.0),),
-                                notes="The baseline: the same network trained by the semi-hard triplet loss of "
-                                      "z_inv alone (lambdas 0, 0, 0, 1)."),
-}
-
-
-@dataclass(frozen=True)
 class Run:
-    """One network of the study: a dataset (key of :data:`DATASETS`), a loss, all classes or held out."""
+    """One network of a study: a dataset (key of :data:`DATASETS`), its loss (the name of its
+    setting), all classes or the last two held out; what it trains, and the folder it is shipped in."""
 
     dataset: str
     loss: str
     held_out: bool
+    setting: Setting
+    out_dir: Path
 
     @property
     def name(self) -> str:
@@ -192,19 +143,9 @@ class Run:
     def classes(self) -> tuple[int, ...]:
         return SUBSETS["seen"] if self.held_out else tuple(range(NUM_CLASSES))
 
-    @property
-    def setting(self) -> Loss | DVMLSetting:
-        return DVML_SETTINGS[self.loss] if self.loss in DVML_SETTINGS else LOSSES[self.loss]
 
-    @property
-    def out_dir(self) -> Path:
-        """Where the run is shipped: ``models/lab4`` or, for DVML, ``models/lab5``."""
-        return LAB5_DIR if self.loss in DVML_SETTINGS else OUT_DIR
-
-
-RUNS = {run.name: run for run in (Run(d, loss, h) for d in DATASETS for loss in LOSSES for h in (False, True))}
-DVML_RUNS = {run.name: run for run in (Run("fashion", setting, True) for setting in DVML_SETTINGS)}
-ALL_RUNS = {**RUNS, **DVML_RUNS}
+RUNS = {run.name: run for run in (Run(d, name, h, loss, OUT_DIR) for d in DATASETS for name, loss in LOSSES.items()
+                                  for h in (False, True))}
 
 
 def training_set(run: Run, root=None) -> TensorDataset:
@@ -215,11 +156,11 @@ def training_set(run: Run, root=None) -> TensorDataset:
     return TensorDataset(images[keep], labels[keep])
 
 
-def train_run(name: str, *, epochs: int = EPOCHS, device: str | None = None, out: Path | None = None,
+def train_run(run: Run, *, epochs: int = EPOCHS, device: str | None = None, out: Path | None = None,
               root=None, progress: bool = True) -> dict:
-    """Train run ``name`` (resuming if interrupted), measure it, and write its weights and card
+    """Train ``run`` (resuming if interrupted), measure it, and write its weights and card
     (into ``out``, by default the run's :attr:`Run.out_dir`)."""
-    run, loss = ALL_RUNS[name], ALL_RUNS[name].setting
+    name, loss = run.name, run.setting
     command = ["python", "-m", "autograder", "unseen", name] + (["--device", device] if device else [])
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out or run.out_dir)
@@ -338,21 +279,21 @@ def flat_scores(scores: dict) -> dict[str, float]:
     return flat
 
 
-def remeasure(name: str, out: Path | None = None, root=None) -> tuple[dict, dict]:
-    """(card scores, freshly measured scores) of the shipped run ``name``."""
-    out = Path(out or ALL_RUNS[name].out_dir)
+def remeasure(run: Run, out: Path | None = None, root=None) -> tuple[dict, dict]:
+    """(card scores, freshly measured scores) of the shipped ``run``."""
+    out, name = Path(out or run.out_dir), run.name
     card = json.loads((out / f"{name}.json").read_text())
     net, _ = load_checkpoint(out / f"{name}.pt")
-    return card["scores"], measure(net, ALL_RUNS[name].dataset, root=root)
+    return card["scores"], measure(net, run.dataset, root=root)
 
 
-def rescore_run(name: str, out: Path | None = None) -> dict:
-    """Measure the shipped run ``name`` again and write the scores into its card and its checkpoint
+def rescore_run(run: Run, out: Path | None = None) -> dict:
+    """Measure the shipped ``run`` again and write the scores into its card and its checkpoint
     (the weights are not touched; the card's sha256 follows the rewritten file)."""
-    out = Path(out or ALL_RUNS[name].out_dir)
+    out, name = Path(out or run.out_dir), run.name
     card = json.loads((out / f"{name}.json").read_text())
     net, record = load_checkpoint(out / f"{name}.pt")
-    card["scores"] = measure(net, ALL_RUNS[name].dataset)
+    card["scores"] = measure(net, run.dataset)
     weights = save_checkpoint(out / f"{name}.pt", net, dataset=record["dataset"], loss=record["loss"],
                               seed=record["seed"], epochs=record["epochs"], history=record["history"],
                               scores=flat_scores(card["scores"]))
@@ -377,20 +318,21 @@ def table(cards: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(names=None, *, rescore: bool = False, device: str | None = None) -> str:
-    """Train the missing runs among ``names`` (by default all of Lab 4's and Lab 5's), or rescore the
-    shipped ones; then write each lab's table ``results.md`` of all its shipped runs and return them."""
-    for name in names or ALL_RUNS:
-        out = ALL_RUNS[name].out_dir
-        path = out / f"{name}.json"
+def main(runs: dict[str, Run], names=None, *, rescore: bool = False, device: str | None = None) -> str:
+    """``python -m autograder unseen``: train the missing runs among ``names`` (by default all of
+    ``runs``, ``{name: run}``), or rescore the shipped ones; then write the table ``results.md`` of
+    the shipped runs of each folder of ``runs`` and return them."""
+    for name in names or runs:
+        run = runs[name]
         if rescore:
-            rescore_run(name)
-        elif not path.exists() or not (out / f"{name}.pt").exists():
+            rescore_run(run)
+        elif not (run.out_dir / f"{name}.json").exists() or not (run.out_dir / f"{name}.pt").exists():
             print(f"training {name}", flush=True)
-            train_run(name, device=device)
+            train_run(run, device=device)
     texts = []
-    for runs, out in ((RUNS, OUT_DIR), (DVML_RUNS, LAB5_DIR)):
-        cards = [json.loads((out / f"{name}.json").read_text()) for name in runs if (out / f"{name}.json").exists()]
+    for out in dict.fromkeys(run.out_dir for run in runs.values()):
+        cards = [json.loads((out / f"{name}.json").read_text()) for name, run in runs.items()
+                 if run.out_dir == out and (out / f"{name}.json").exists()]
         if cards:
             texts.append(table(cards))
             (out / "results.md").write_text(texts[-1])
