@@ -1,4 +1,5 @@
-"""``python -m autograder.grading.reference_outputs``: write the stored outputs of the hidden checks.
+"""``python -m autograder.grading.reference_outputs [LAB ...]``: write the stored outputs of the hidden checks
+(of every lab, or of the labs named).
 
 For the fixed inputs of every value check a lab declares (:func:`autograder.grading.hidden.declarations`),
 the output of ``autograder.labs.<lab>.reference`` is saved with the input in
@@ -28,14 +29,19 @@ def entry(function: str, args, kwargs) -> dict:
     return {"args": list(args), "kwargs": dict(kwargs), "output": plain(reference_output(function, args, kwargs))}
 
 
-def compute() -> dict[str, dict]:
-    """``{lab: {function: {"args", "kwargs", "output"}}}`` of every lab that declares value checks."""
+def compute(labs=None) -> dict[str, dict]:
+    """``{lab: {function: {"args", "kwargs", "output"}}}`` of every lab (or of ``labs``) that declares value checks."""
     return {lab: {values.function: entry(values.function, *values.fixed_inputs()) for values in declarations(lab)}
-            for lab in lab_ids() if declarations(lab)}
+            for lab in (labs or lab_ids()) if declarations(lab)}
 
 
-def main() -> int:
-    for lab, record in compute().items():
+def main(argv=None) -> int:
+    labs = sys.argv[1:] if argv is None else argv
+    unknown = sorted(set(labs) - set(lab_ids()))
+    if unknown:
+        print(f"unknown labs {unknown}; the labs are {', '.join(lab_ids())}", file=sys.stderr)
+        return 2
+    for lab, record in compute(labs).items():
         torch.save(record, outputs_path(lab))
         print(f"wrote {outputs_path(lab)}")
     return 0
