@@ -23,11 +23,10 @@ import torch.nn.functional as F
 from autograder.evaluation import full_ranking_ap
 from autograder.labs.lab2_triplet.reference import triplet_loss
 from autograder.labs.lab3_smoothap.reference import smooth_ap_loss
+from autograder.paths import REPO_MODELS as MODELS_DIR
 from autograder.training import AUGMENTATIONS, PRECISIONS, SCHEDULES, accuracy, best_path, check_choice, fit
 from labtools.data import fixed_test_indices, load_images, train_val_split
 from labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint
-
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
 
 # Batch losses ``loss_fn(net, images, labels, **hyperparameters)``; without hyperparameters they

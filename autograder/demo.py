@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 from autograder.evaluation import full_ranking_ap, pr_curve, top_k
+from autograder.paths import grader_models_dir
 from labtools import viz
 from labtools.data import fixed_test_set
 from labtools.models import extract_features, load_checkpoint
-from labtools.paths import models_dir
 
 #: Queries shown in the retrieval grid: the first eight of the fixed test set.
 GRID_QUERIES = list(range(8))
@@ -32,7 +32,7 @@ def run(out: Path, root=None, k: int = 50) -> dict[str, float]:
     queries = torch.tensor(GRID_QUERIES)
     curves, scores = {}, {}
     for name, file in NETWORKS.items():
-        path = models_dir() / file
+        path = grader_models_dir() / file
         if not path.exists():
             if name == "classification":
                 raise FileNotFoundError(f"the shipped checkpoint {path} is missing")

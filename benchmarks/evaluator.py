@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository on the path
 
 from autograder.evaluation import full_ranking_ap  # noqa: E402
 from autograder.labs.lab1_retrieval.reference import distances  # noqa: E402
+from autograder.paths import REPO_MODELS  # noqa: E402
 from benchmarks.cli import available_device, positive_int  # noqa: E402
 
 PEERS = ("plain", "sklearn", "torchmetrics", "pml")
@@ -145,7 +145,7 @@ def mnist(n: int):
     from labtools.models import extract_features, load_checkpoint
 
     images, labels = load_images("MNIST", train=n > 10_000, download=False)
-    net, _ = load_checkpoint(REPO / "models" / "mnist_classifier.pt")
+    net, _ = load_checkpoint(REPO_MODELS / "mnist_classifier.pt")
     return extract_features(net, images[:n], progress=False), labels[:n]
 
 

@@ -29,12 +29,14 @@ import time
 import tokenize
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-LAB = "lab2_triplet"
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "submissions"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository on the path
 
+from autograder.paths import RELEASE_DIR, REPO, REPO_MODELS  # noqa: E402
 from benchmarks.cli import positive_int, work_folder  # noqa: E402
+
+LAB = "lab2_triplet"
+SUBMISSIONS = REPO / "tests" / "submissions"
+sys.path.insert(0, str(SUBMISSIONS))
 
 
 def versions() -> dict[str, list[str]]:
@@ -43,10 +45,10 @@ def versions() -> dict[str, list[str]]:
     import nbformat
 
     pools = {name: [code] for name, code in build.reference_code().items()}
-    for snippet in sorted((REPO / "tests" / "submissions" / "mistakes").glob("*.py")):
+    for snippet in sorted((SUBMISSIONS / "mistakes").glob("*.py")):
         for name, code in build.snippet_functions(snippet).items():
             pools.setdefault(name, []).append(code)
-    release = nbformat.read(REPO / "notebooks" / f"{LAB}.ipynb", as_version=4)
+    release = nbformat.read(RELEASE_DIR / f"{LAB}.ipynb", as_version=4)
     stubs = {c.metadata["nbgrader"]["grade_id"]: c.source for c in release.cells
              if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
     return {name: pools[name] + [stub] for name, stub in stubs.items() if name in pools}
@@ -109,7 +111,7 @@ def make_class(root: Path, n: int, seed: int) -> Path:
                              for k, v in state.items()})
         save_checkpoint(root / "submitted" / copier / LAB / "triplet_net.pt", net, dataset="MNIST", loss="triplet",
                         seed=7, epochs=1, history={"loss": [0.5], "loss_total": [50.0]})
-    shutil.copy(REPO / "models" / "mnist_triplet.pt", root / "submitted" / copiers[3] / LAB / "triplet_net.pt")
+    shutil.copy(REPO_MODELS / "mnist_triplet.pt", root / "submitted" / copiers[3] / LAB / "triplet_net.pt")
     return root
 
 

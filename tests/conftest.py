@@ -1,14 +1,11 @@
 """Shared fixtures: real MNIST where LABTOOLS_DATA has it, a skip with the reason otherwise."""
 
 import os
-from pathlib import Path
 
 import matplotlib
 import pytest
 
 matplotlib.use("Agg")
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _has_raw(name: str) -> bool:

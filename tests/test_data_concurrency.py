@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from autograder.paths import REPO
 from labtools import data
 from labtools.data import RAW_FILES, resolve_data_root
 
-REPO = Path(__file__).resolve().parents[1]
 
 #: A fresh process that waits for the go file, then loads the MNIST test split and prints its digests.
 RACER = """

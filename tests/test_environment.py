@@ -1,9 +1,9 @@
 """The conda environment and the pip pins list the same packages at the same versions."""
 
 import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from autograder.paths import REPO
+
 PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s#]+)$")
 
 

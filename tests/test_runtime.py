@@ -3,13 +3,12 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from autograder.paths import REPO
 from labtools import runtime
 
-REPO = Path(__file__).resolve().parents[1]
 
 #: Minor page faults per training step of the ConvNet (batch 100) in a fresh process; prints the
 #: faults per step. ``default``: glibc as it starts, which raises its thresholds as large blocks
