@@ -7,9 +7,10 @@ ties in distance broken by item index (as a stable sort does).
 How it ranks (issue 7): each distance becomes one integer key, its float32 bits above a relevance
 bit, so that sorting the values alone (NumPy's vectorized sort on the CPU, ``torch.sort`` on a GPU)
 ranks the items and carries their relevance, with no argsort and no gather; AP then needs only the
-positions of the relevant entries. int32 keys sort twice as fast as int64 ones but have no room for
-the item index, so the few ties between a relevant and an irrelevant item are put back in index
-order afterwards (:func:`_untie`); where ties are many, int64 keys that hold the index take over.
+positions of the relevant entries. int32 keys sort faster than int64 ones (benchmarks/README.md)
+but have no room for the item index, so the few ties between a relevant and an irrelevant item are
+put back in index order afterwards (:func:`_untie`); where ties are many, int64 keys that hold the
+index take over.
 On the CPU whole chunks of queries go to worker threads. ``benchmarks/evaluator.py`` times it
 against the plain argsort version (its previous self) and other libraries.
 """
@@ -60,8 +61,8 @@ def _sorted_keys(dist, labels, start, flat, wide):
     whose low bit is 1 where the item has the query's label; the query itself ranks last, as not
     relevant. key = (distance bits - 2^30) * 2^s + 2 * index + relevant orders as (distance, index,
     relevance) and stays in range. ``wide``: int64 keys with the index (s = 1 + bits of N - 1), so
-    sorting values alone is exactly the stable argsort; else int32 keys without it (s = 1), twice
-    as fast to sort, where a tie puts its irrelevant items first (see :func:`_untie`). Float64
+    sorting values alone is exactly the stable argsort; else int32 keys without it (s = 1), faster
+    to sort, where a tie puts its irrelevant items first (see :func:`_untie`). Float64
     distances leave no room for the index: a stable argsort ranks them.
     """
     c, n = dist.shape

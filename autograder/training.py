@@ -98,9 +98,9 @@ def check_precision(precision: str, device: torch.device) -> None:
     """Raise ValueError unless ``precision`` is one of :data:`PRECISIONS` and ``device`` runs it at speed.
 
     ``"bf16"`` is refused, not replaced by float32, where :func:`native_bf16` finds no bfloat16
-    arithmetic in the hardware: torch then emulates it, about ten times slower than float32 (one
-    epoch of ``benchmarks/training.py`` on a CPU with AVX2 only: 101.8 s in bf16, 10.2 s in fp32),
-    and a card states the precision it was trained in, which a silent fallback would misstate.
+    arithmetic in the hardware: torch then emulates it, far slower than float32 (README.md,
+    "Checkpoints"), and a card states the precision it was trained in, which a silent fallback
+    would misstate.
     """
     check_choice("precision", precision, PRECISIONS)
     if precision != "bf16" or native_bf16(device):
@@ -314,7 +314,7 @@ def fit(
     steps after the resumed epoch). ``select="val_map"`` ends with the weights of the epoch of best
     validation mAP (kept in :func:`best_path` of ``checkpoint``) instead of the last epoch's.
     ``precision="bf16"`` runs the network's forward pass in bfloat16 (:func:`autocast_net`):
-    1.05x to 1.33x faster per epoch on a CPU with AVX-512 BF16 (benchmarks/README.md); on hardware
+    faster per epoch on a CPU with AVX-512 BF16 (by how much: benchmarks/README.md); on hardware
     without bfloat16 arithmetic it is refused with a ValueError saying why (:func:`check_precision`).
     """
     check_choice("augmentation", augment, AUGMENTATIONS)
