@@ -19,7 +19,7 @@ BUNDLE = "metric-lab-student"
 #: Paths of the repository copied into the bundle (folders recursively).
 INCLUDE = ("notebooks", "labtools", "models", "environment.yml", "requirements.txt")
 #: File patterns never copied, whatever folder they are in.
-EXCLUDE = ("__pycache__", "*.pyc", "*.train.pt", "*.tmp", ".ipynb_checkpoints")
+EXCLUDE = ("__pycache__", "*.pyc", "*.train.pt", "*.tmp", ".ipynb_checkpoints", "*.tensorboard")
 #: The instructor's copies of what a lab grades as a deliverable (paths in the repository), from
 #: the labs' specs (``FileDeliverable.models``): Lab 2's triplet_net.pt is graded by its mAP, and the
 #: course's own network trained the same way, submitted as is, would earn every point. Never in the

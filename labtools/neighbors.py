@@ -15,8 +15,8 @@ rounding:
   neighbours are then ordered by (distance, index) like the torch backend's.
 - ``"auto"`` (default): faiss when it is installed, the tensors are float32 on the CPU and
   Q x N >= :data:`FAISS_MIN_PAIRS` = 2^24 (1,000 queries against 16,777 items), torch otherwise.
-  Below that the two take the same time; above it faiss is somewhat faster (1.2x for 1,000 x
-  54,000 on two cores). float64 stays on torch, which keeps its precision; so do GPU tensors.
+  Below that the two take the same time; above it faiss is somewhat faster (``benchmarks/evaluator.py``,
+  figures in ``benchmarks/README.md``). float64 stays on torch, which keeps its precision; so do GPU tensors.
 
 Where a result is compared with one measured elsewhere (the study's cards), give float64 tensors:
 float32 distances are rounded to about 1e-7, and the order in which the BLAS or faiss sums a

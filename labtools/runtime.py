@@ -55,8 +55,8 @@ def retain_freed_memory() -> bool:
     for a batch of 100 through the ConvNet). glibc's malloc serves blocks that large with their own
     ``mmap``, or returns them to the OS when they sit at the top of the heap, so the next step
     touches fresh pages again: thousands of page faults per step (``tests/test_runtime.py`` counts
-    them), which made an epoch of the float32 ConvNet 1.09x to 1.86x slower on a 2-core host
-    (``benchmarks/training.py``).
+    them), which made an epoch of the float32 ConvNet slower (measured by ``benchmarks/training.py``,
+    figures in ``benchmarks/README.md``).
     This sets glibc's ``M_MMAP_THRESHOLD`` to :data:`MMAP_THRESHOLD` and ``M_TRIM_THRESHOLD`` to
     :data:`TRIM_THRESHOLD` (what ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set
     at start-up), which also ends glibc's own adjustment of the two. Process-wide and done once;

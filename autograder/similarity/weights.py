@@ -12,9 +12,9 @@ permutation and rescaling of the channels, below :data:`~autograder.labs.lab2_tr
 copy (0.0002 for one saved through float16, 0.0105 for noise of 1% of each tensor's norm; networks
 trained apart are at 0.26 or more). Each student's network is compared with every classmate's and
 with every course network (:func:`~autograder.labs.lab2_triplet.copies.instructor_networks`), but only where
-their plain weights are within :data:`SCREEN` of each other's: ``weight_distance`` takes about 5 ms
-a pair, half a minute for a class of 300 against the course's 29 networks, and more for its 44,850
-pairs. A copy whose channels were permuted or rescaled is therefore not found here; when it is a
+their plain weights are within :data:`SCREEN` of each other's: ``weight_distance`` matches channels,
+which takes long for a class of 300 against the course's networks and longer for its 44,850 pairs
+(``benchmarks/similarity.py``, figures in ``benchmarks/README.md``). A copy whose channels were permuted or rescaled is therefore not found here; when it is a
 copy of a course network, the grader's own check (``copied_network``) refuses it in ``grades.csv``.
 """
 

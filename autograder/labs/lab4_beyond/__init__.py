@@ -1,1 +1,1 @@
-"""The instructor side of lab4_beyond: reference.py (the one copy of its solutions), notebook.py (the notebook's source), hidden.py (its hidden checks) and reference_outputs.pt."""
+"""The instructor side of lab4_beyond: reference.py (the one copy of its solutions), notebook.py (the notebook's source), hidden.py (its hidden checks), reference_outputs.pt and study.py (the held-out-class study that trains and measures the lab's shipped networks, `python -m autograder unseen`)."""
