@@ -13,9 +13,10 @@ import json
 from pathlib import Path
 
 from labtools.checks.engine import SandboxLimits, check_source
-from labtools.checks.registry import TEST_CELL_POINTS, CheckResult, Context, checks_for
+from labtools.checks.registry import CheckResult, Context, checks_for
 from labtools.checks.engine import evaluate
 from labtools.checks.submission import SubmissionError, _read_notebook, extract_from_notebook
+from labtools.labs import lab as lab_spec
 
 import autograder.grading.hidden  # noqa: F401  (registers the hidden checks)
 
@@ -45,7 +46,7 @@ def hidden_deliverables() -> list[Path]:
 
 def _pack(lab: str, results: list[CheckResult], notes: list[str], error: str = "") -> dict:
     cells = {}
-    for function, points in TEST_CELL_POINTS[lab].items():
+    for function, points in lab_spec(lab).test_points.items():
         mine = [r for r in results if r.check.function == function]
         lines = [f"note: {n}" for n in notes] + [r.line() for r in mine]
         earned = sum(r.earned for r in mine)
@@ -74,7 +75,7 @@ def grade_notebook_dict(nb: dict, lab: str, files: Path, limits: SandboxLimits |
 
 
 def _order(lab, results):
-    order = list(TEST_CELL_POINTS[lab])
+    order = list(lab_spec(lab).test_points)
     return sorted(results, key=lambda r: (order.index(r.check.function), r.check.hidden))
 
 
