@@ -64,10 +64,11 @@ def main(argv=None) -> int:
     if args.command == "grade":
         from pathlib import Path
 
-        from autograder.grading.grade import COURSE, grade as run_grade
+        from autograder.grading.grade import grade as run_grade
+        from autograder.paths import COURSE_DIR
 
         results = run_grade(args.lab, Path(args.submissions), Path(args.out), jobs=args.jobs,
-                            course=Path(args.course) if args.course else COURSE, time_limit=args.time_limit,
+                            course=Path(args.course) if args.course else COURSE_DIR, time_limit=args.time_limit,
                             keep_work=args.keep_work, sandboxed=not args.no_sandbox,
                             similarity=not args.no_similarity)
         return 3 if any(c.get("grader_error") for r in results for c in r["checks"]) else 0

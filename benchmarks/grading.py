@@ -24,22 +24,22 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-LAB = "lab1_retrieval"
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "submissions"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autograder.nbgrader_cli import tool_env  # noqa: E402
+from autograder.paths import COURSE_DIR, REPO  # noqa: E402
 from benchmarks.cli import positive_int, work_folder  # noqa: E402
+
+LAB = "lab1_retrieval"
+sys.path.insert(0, str(REPO / "tests" / "submissions"))
 
 
 def make_submissions(root: Path, n: int) -> Path:
     import build
 
-    course = REPO / "autograder" / "course"
     mistake = build.snippet_functions(REPO / "tests" / "submissions" / "mistakes" / "ap_off_by_one.py")
     for i in range(n):
-        build.write_submission(root / f"student{i:03d}", LAB, replace=mistake if i % 2 else None, course=course)
+        build.write_submission(root / f"student{i:03d}", LAB, replace=mistake if i % 2 else None, course=COURSE_DIR)
     return root
 
 
@@ -47,8 +47,8 @@ def stock_nbgrader(submissions: Path, work: Path, env: dict) -> float:
     """Seconds of a plain sequential ``nbgrader autograde`` of every submission (stock config)."""
     course = work / "stock_course"
     course.mkdir(parents=True)
-    shutil.copy(REPO / "autograder" / "course" / "nbgrader_config.py", course / "nbgrader_config.py")
-    shutil.copytree(REPO / "autograder" / "course" / "source" / LAB, course / "source" / LAB)
+    shutil.copy(COURSE_DIR / "nbgrader_config.py", course / "nbgrader_config.py")
+    shutil.copytree(COURSE_DIR / "source" / LAB, course / "source" / LAB)
     subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", LAB, "--force"], cwd=course, env=env,
                    check=True, capture_output=True)
     for student in sorted(p.name for p in submissions.iterdir()):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder.grading.grade import collect
+from autograder.grading.intake import collect
 
 LAB = "lab2_triplet"
 

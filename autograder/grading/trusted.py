@@ -19,8 +19,7 @@ from labtools.checks.submission import SubmissionError, _read_notebook, extract_
 from labtools.labs import lab as lab_spec
 
 import autograder.grading.hidden  # noqa: F401  (registers the hidden checks)
-
-REPO = Path(__file__).resolve().parents[2]
+from autograder.paths import REPO
 
 
 def default_limits(sandboxed: bool = True) -> SandboxLimits:

@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autograder.paths import RELEASE_DIR
 from autograder.similarity.functions import Function, read_functions
 from autograder.similarity.pairs import CodeMatch, code_matches
 from autograder.similarity.report import summary, write_csv, write_html
@@ -34,8 +35,6 @@ from autograder.similarity.weights import (DELIVERABLES, UnreadableCheckpoint, W
                                            read_weights, weight_matches)
 from labtools import labs
 from labtools.checks.submission import defined_functions, extract_submission
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -66,7 +65,7 @@ def compared_functions(release: Path, lab: str) -> tuple[str, ...]:
 
 
 def compare(lab: str, items: list[tuple[str, Path, list[str], Path | None]], release: Path) -> ClassSimilarity:
-    """Compare the submissions ``items`` (as :func:`autograder.grading.grade.collect` returns them)
+    """Compare the submissions ``items`` (as :func:`autograder.grading.intake.collect` returns them)
     of ``lab``, whose released notebook is ``release``; checkpoints also with the course's networks."""
     if lab not in labs.lab_ids():
         raise SystemExit(f"unknown lab {lab!r}; expected one of {', '.join(labs.lab_ids())}")
@@ -128,10 +127,10 @@ def report(lab: str, items: list[tuple[str, Path, list[str], Path | None]], out:
 def similarity(lab: str, submissions: Path, out: Path, release: Path | None = None) -> ClassSimilarity:
     """``python -m autograder similarity``: the submissions read as ``grade`` reads them (a folder,
     nbgrader's ``submitted/``, a zip, an LMS export), compared against ``notebooks/<lab>.ipynb``."""
-    from autograder.grading.grade import collect
+    from autograder.grading.intake import collect
 
     if lab not in labs.lab_ids():
         raise SystemExit(f"unknown lab {lab!r}; expected one of {', '.join(labs.lab_ids())}")
     with tempfile.TemporaryDirectory(prefix="similarity-") as scratch:
         items = collect(lab, Path(submissions).resolve(), Path(scratch))
-        return report(lab, items, Path(out), release or REPO / "notebooks" / f"{lab}.ipynb")
+        return report(lab, items, Path(out), release or RELEASE_DIR / f"{lab}.ipynb")
