@@ -1,4 +1,8 @@
-"""nbgrader configuration of the metric-lab course (run nbgrader from this folder)."""
+"""nbgrader configuration of the metric-lab course (run nbgrader from this folder).
+
+``python -m autograder grade`` applies its own settings over these in each submission's run (its
+preprocessors, time-outs and sandbox: :func:`autograder.grading.run.nbgrader_config`).
+"""
 
 import os
 

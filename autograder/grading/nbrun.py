@@ -6,8 +6,9 @@ autograde failed (no feedback then), 2 when only generate_feedback failed.
 ``python -m autograder.grading.nbrun <lab> --generate`` runs ``generate_assignment`` instead.
 
 The grader calls :func:`start_forked` and :func:`wait_forked`: :func:`preload` imports nbgrader
-once in the grader, and each run is a forked child of it, with its own folder, environment, limits
-and log, killed with its process group at its time limit.
+once in the grader, and each run is a forked child of it, with its own folder, environment, limits,
+log and nbgrader settings (a ``traitlets`` Config over the course's ``nbgrader_config.py``),
+killed with its process group at its time limit.
 """
 
 import os
@@ -23,10 +24,12 @@ from autograder.nbgrader_cli import skip_slow_optional_imports
 MEMORY_BYTES = 12 << 30
 
 
-def _run(app_class, argv) -> bool:
+def _run(app_class, argv, config=None) -> bool:
     app = app_class.instance()
     try:
         app.initialize(argv)
+        if config is not None:  # after the config files, so that its settings win
+            app.update_config(config)
         app.start()
         ok = True
     except SystemExit as stop:
@@ -70,10 +73,10 @@ def preload() -> None:
     nbgrader.api.get_alembic_version = alembic_head
 
 
-def start_forked(argv: list[str], cwd, env: dict[str, str], log_path) -> int:
-    """Start :func:`main` with ``argv`` in a forked child working in ``cwd`` with environment ``env``,
-    in a session of its own, with the address-space limit :data:`MEMORY_BYTES`, its output going to
-    ``log_path``. Returns the child's pid (see :func:`wait_forked`)."""
+def start_forked(argv: list[str], cwd, env: dict[str, str], log_path, config=None) -> int:
+    """Start :func:`main` with ``argv`` and ``config`` in a forked child working in ``cwd`` with
+    environment ``env``, in a session of its own, with the address-space limit :data:`MEMORY_BYTES`,
+    its output going to ``log_path``. Returns the child's pid (see :func:`wait_forked`)."""
     pid = os.fork()
     if pid:
         return pid
@@ -89,7 +92,7 @@ def start_forked(argv: list[str], cwd, env: dict[str, str], log_path) -> int:
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
-        code = main(argv)
+        code = main(argv, config)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -127,16 +130,18 @@ def wait_forked(pid: int, timeout: float) -> str:
         time.sleep(0.05)
 
 
-def main(argv=None) -> int:
+def main(argv=None, config=None) -> int:
+    """Run the apps of ``argv`` (see the module docstring); ``config``: a ``traitlets`` Config that
+    autograde and generate_feedback apply over their config files."""
     preload()
     from nbgrader.apps import AutogradeApp, GenerateAssignmentApp, GenerateFeedbackApp
 
     lab, student = (argv or sys.argv[1:])[:2]
     if student == "--generate":
         return 0 if _run(GenerateAssignmentApp, [lab, "--force"]) else 1
-    if not _run(AutogradeApp, [lab, "--student", student, "--force"]):
+    if not _run(AutogradeApp, [lab, "--student", student, "--force"], config):
         return 1
-    return 0 if _run(GenerateFeedbackApp, [lab, "--student", student, "--force"]) else 2
+    return 0 if _run(GenerateFeedbackApp, [lab, "--student", student, "--force"], config) else 2
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@
 kernel or a cell timeout (the notebook keeps what ran). ``TrustedGrades`` (after Execute, before SaveAutoGrades)
 replaces each ``test_*`` cell's outputs with the trusted check messages (a stdout stream) and the
 earned points (an execute_result: nbgrader's partial-credit convention), so nothing the student's
-kernel printed or raised decides a grade, and strips hidden-test regions from every cell.
+kernel printed or raised decides a grade, and strips hidden-test regions from every cell. Both
+read the trusted results file that the grader writes while the notebook runs, configured once as
+``c.TrustedResults.results_file``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -18,14 +19,21 @@ from pathlib import Path
 from nbformat.notebooknode import NotebookNode
 from nbformat.v4 import new_code_cell, new_output
 from traitlets import Bool, Float, Unicode
+from traitlets.config import LoggingConfigurable
 
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 
 HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.S | re.M)
-RESULTS_ENV = "METRIC_LAB_TRUSTED_RESULTS"
 
 
-class RobustExecute(Execute):
+class TrustedResults(LoggingConfigurable):
+    """Base of the preprocessors that read the trusted results: one setting, ``c.TrustedResults.results_file``,
+    configures them all."""
+
+    results_file = Unicode("", help="the trusted results (JSON), written while the notebook runs").tag(config=True)
+
+
+class RobustExecute(Execute, TrustedResults):
     """Execute that keeps going when the kernel dies or a cell times out.
 
     After a dead kernel, a cell time-out or ``total_seconds`` of execution, the remaining code
@@ -34,7 +42,6 @@ class RobustExecute(Execute):
 
     total_seconds = Float(300.0, help="execution budget of the whole notebook").tag(config=True)
     sandbox = Bool(True, help="run the kernel in the OS sandbox (autograder.grading.kernel)").tag(config=True)
-    results_file = Unicode("", help="the trusted results (JSON), written while the notebook runs").tag(config=True)
     hung_timeout = Float(10.0, help="cell time-out once the trusted checks saw a function time out").tag(config=True)
 
     def __init__(self, *args, **kwargs):
@@ -102,14 +109,13 @@ def strip_hidden(source: str) -> str:
     return HIDDEN.sub("", source)
 
 
-class TrustedGrades(NbGraderPreprocessor):
+class TrustedGrades(NbGraderPreprocessor, TrustedResults):
     """Outputs of the test cells from the trusted checks (``results_file``, JSON)."""
 
-    results_file = Unicode("", help="JSON of trusted results by test cell grade_id").tag(config=True)
     wait_seconds = Float(900.0, help="how long to wait for the results file to appear").tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict):
-        path = self.results_file or os.environ.get(RESULTS_ENV, "")
+        path = self.results_file
         waited = time.monotonic() + (self.wait_seconds if path else 0)
         while path and not Path(path).is_file() and time.monotonic() < waited:
             time.sleep(0.1)  # the grader writes it (atomically) when its checks are done

@@ -3,7 +3,7 @@
 :func:`prepare_base` makes the class's private course copy (the assignment generated, so its
 gradebook knows the cells); :func:`grade_one` copies it for one submission (so that parallel
 sqlite writes never meet) and there runs ``nbgrader autograde`` and ``generate_feedback`` (a forked
-child, :mod:`autograder.grading.nbrun`, configured by :data:`PIPELINE`) while it runs the
+child, :mod:`autograder.grading.nbrun`, configured by :func:`nbgrader_config`) while it runs the
 trusted checks in the sandboxed engine. Grades come from the trusted checks only: TrustedGrades
 waits for their results file and puts them in the test cells, the notebook is executed for the
 feedback page.
@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from traitlets.config import Config
+
 from autograder.grading import nbrun
 from autograder.grading.intake import copy_submission, repair_notebook
 from autograder.grading.report import write_feedback
@@ -28,26 +30,36 @@ from autograder.paths import REPO
 
 #: The note every row of a run without the OS sandbox carries.
 NOT_SANDBOXED = "not sandboxed: graded with --no-sandbox, the submission's code ran with the grader's rights"
-PIPELINE = """
-c.Autograde.autograde_preprocessors = [
-    'autograder.grading.preprocessors.RobustExecute',
-    'nbgrader.preprocessors.IgnorePattern',
-    'nbconvert.preprocessors.ClearMetadataPreprocessor',
-    'nbgrader.preprocessors.LimitOutput',
-    'autograder.grading.preprocessors.TrustedGrades',
-    'nbgrader.preprocessors.SaveAutoGrades',
-    'nbgrader.preprocessors.AssignLatePenalties',
-    'nbgrader.preprocessors.CheckCellMetadata',
-]
-c.Execute.timeout = {timeout}
-c.Execute.interrupt_on_timeout = True
-c.Execute.raise_on_iopub_timeout = False
-c.RobustExecute.total_seconds = {budget}
-c.TrustedGrades.results_file = {results!r}
-c.RobustExecute.results_file = {results!r}
-c.RobustExecute.sandbox = {sandboxed!r}
-c.SandboxedKernelManager.masked = {masked!r}
-"""
+#: ``nbgrader autograde``'s preprocessors: nbgrader's, with Execute replaced by RobustExecute (the
+#: kernel in the OS sandbox) and the test cells' outputs by the trusted results (TrustedGrades).
+AUTOGRADE_PREPROCESSORS = (
+    "autograder.grading.preprocessors.RobustExecute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "autograder.grading.preprocessors.TrustedGrades",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+)
+
+
+def nbgrader_config(results: Path, time_limit: float, sandboxed: bool, masked: list[Path]) -> Config:
+    """The grader's settings of one submission's nbgrader run (over the course's ``nbgrader_config.py``).
+
+    ``results``: the trusted results file TrustedGrades waits for; ``time_limit``: the submission's
+    seconds, of which the notebook gets 70 % and each cell a quarter (15 to 120 s); ``sandboxed``:
+    the kernel in bubblewrap; ``masked``: files hidden from the kernel."""
+    c = Config()
+    c.Autograde.autograde_preprocessors = list(AUTOGRADE_PREPROCESSORS)
+    c.Execute.timeout = int(min(120, max(15, time_limit / 4)))
+    c.Execute.interrupt_on_timeout = True
+    c.Execute.raise_on_iopub_timeout = False
+    c.RobustExecute.total_seconds = max(20, int(time_limit * 0.7))
+    c.RobustExecute.sandbox = sandboxed
+    c.TrustedResults.results_file = str(results)
+    c.SandboxedKernelManager.masked = [str(p) for p in masked]
+    return c
 
 
 def prepare_base(lab: str, course: Path, out: Path) -> Path:
@@ -97,12 +109,9 @@ def grade_one(lab: str, student: str, folder: str, notebook: str | None, notes: 
     if nb is not None:
         # nbgrader gets the notebook with its nbgrader metadata repaired
         notes = notes + repair_notebook(submitted / f"{lab}.ipynb", base / "release" / lab / f"{lab}.ipynb")
-        with open(course / "nbgrader_config.py", "a") as config:
-            config.write(PIPELINE.format(timeout=int(min(120, max(15, time_limit / 4))),
-                                         budget=max(20, int(time_limit * 0.7)), results=str(results_path),
-                                         sandboxed=sandboxed, masked=[str(p) for p in hidden_deliverables()]))
+        config = nbgrader_config(results_path, time_limit, sandboxed, hidden_deliverables())
         env = tool_env(LABTOOLS_FAST="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-        child = nbrun.start_forked([lab, student], course, env, log)
+        child = nbrun.start_forked([lab, student], course, env, log, config)
         results = grade_notebook_dict(nb, lab, submitted, limits=default_limits(sandboxed), workroot=work)
     results["notes"] = ([] if sandboxed else [NOT_SANDBOXED]) + notes + results.get("notes", [])
     results["sandboxed"] = sandboxed
