@@ -1,4 +1,5 @@
-"""autograder.training.fit and the reference triplet loss it trains with."""
+"""autograder.training.fit and the train command (Lab 2's reference triplet loss and train_triplets are tested
+in tests/labs/test_lab2_triplet.py)."""
 
 import json
 import platform
@@ -9,69 +10,15 @@ import torch
 from torch.utils.data import TensorDataset
 
 from autograder.checkpoints import CONFIGS
-from autograder.labs.lab2_triplet.reference import triplet_loss, train_triplets
+from autograder.labs.lab2_triplet.reference import train_triplets
 from autograder.training import augment_batch, autocast_net, fit, native_bf16, shift_batch
 from labtools.data import digits_dataset
 from labtools.models import ConvNet, load_checkpoint
 
 
-def brute_force_triplet_loss(features, labels, alpha, num_anchors, on_the_sphere=False):
-    """The sum of hinges by loops; ``on_the_sphere`` takes d as 2 - 2 <a, b> (equal on unit rows,
-    and with the gradient of the kit's distances)."""
-    total = 0.0
-    if on_the_sphere:
-        d = lambda a, b: 2 - 2 * features[a] @ features[b]
-    else:
-        d = lambda a, b: ((features[a] - features[b]) ** 2).sum()
-    for a in range(num_anchors):
-        for p in range(len(labels)):
-            for n in range(len(labels)):
-                if p != a and labels[p] == labels[a] and labels[n] != labels[a]:
-                    total += max(d(a, p) - d(a, n) + alpha, 0.0)
-    return total
-
-
-def test_triplet_loss_matches_the_definition():
-    g = torch.Generator().manual_seed(1)
-    features = torch.nn.functional.normalize(torch.randn(24, 8, generator=g), dim=1)
-    labels = torch.randint(4, (24,), generator=g)
-    expected = brute_force_triplet_loss(features, labels, 0.5, 10)
-    assert triplet_loss(features, labels, alpha=0.5, num_anchors=10).item() == pytest.approx(float(expected), rel=1e-5)
-
-
-@pytest.mark.parametrize("alpha", [0.0, 0.5, 5.0])
-def test_triplet_loss_gradient_matches_the_definition(alpha):
-    # the pairs that are not triplets are masked with infinities: they must pass no gradient,
-    # also with alpha 5, where every hinge of a real triplet is active
-    g = torch.Generator().manual_seed(2)
-    features = torch.nn.functional.normalize(torch.randn(20, 8, generator=g), dim=1)
-    labels = torch.randint(4, (20,), generator=g)
-    ours, theirs = features.clone().requires_grad_(), features.clone().requires_grad_()
-    triplet_loss(ours, labels, alpha=alpha, num_anchors=6).backward()
-    brute_force_triplet_loss(theirs, labels, alpha, 6, on_the_sphere=True).backward()
-    assert torch.isfinite(ours.grad).all() and ours.grad.abs().sum() > 0
-    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-5)
-
-
 def small_set(n=200):
     images, labels = digits_dataset().tensors
     return TensorDataset(images[:n], labels[:n])
-
-
-def test_train_triplets_lowers_the_loss_saves_and_resumes(tmp_path, capsys):
-    torch.manual_seed(0)
-    net = ConvNet()
-    checkpoint = tmp_path / "triplet.pt"
-    history = train_triplets(net, small_set(400), epochs=3, lr=0.01, batch_size=50, checkpoint=checkpoint)
-    assert len(history["loss"]) == 3 and history["loss"][-1] < history["loss"][0]
-    assert "epoch 3/3: total triplet loss" in capsys.readouterr().out
-    _, record = load_checkpoint(checkpoint)
-    assert record["epochs"] == 3 and record["history"]["loss"] == history["loss"]
-
-    resumed = ConvNet()
-    history = train_triplets(resumed, small_set(400), epochs=4, lr=0.01, batch_size=50, checkpoint=checkpoint)
-    assert "resuming from" in capsys.readouterr().out
-    assert len(history["loss"]) == 4
 
 
 def test_resumed_training_equals_uninterrupted_training(tmp_path):

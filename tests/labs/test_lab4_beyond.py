@@ -1,18 +1,35 @@
-"""The Lab 4 reference metrics (autograder.labs.lab4_beyond.reference) and the provided ones (labtools.metrics),
-each against an independent implementation: loops over the definition, scikit-learn and
-pytorch-metric-learning's AccuracyCalculator. The data are random floats: no two distances tie.
+"""Lab 4, beyond: the reference metrics and losses (autograder.labs.lab4_beyond.reference), each against
+an independent implementation: loops over the definition, scikit-learn and pytorch-metric-learning
+(its AccuracyCalculator, its losses with the weights copied between the two); and Lab 4 notebooks
+graded in the sandbox. The data are random floats: no two distances tie.
+
+pytorch-metric-learning's conventions for the graded losses, read in its source (losses/*.py; the
+others are in tests/test_losses.py): every loss averages over the batch (``MeanReducer``); class
+weights are ``W`` [D, C] (a column per class) in ``NormalizedSoftmaxLoss`` and ``ArcFaceLoss``, ours
+[C, D]; embeddings and weights are L2-normalized inside (``normalize_embeddings=True`` by default);
+``ArcFaceLoss(margin=28.6, scale=64)``: margin in degrees (converted with ``np.radians``), ours in
+radians, and past theta + m > pi it uses cos(theta) - m sin(m), as we do;
+``NormalizedSoftmaxLoss(temperature=0.05)`` divides the cosines by the temperature, as we do.
 """
 
 import inspect
+import math
+import sys
+import textwrap
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 
 from autograder.labs.lab4_beyond import reference as lab4
-from autograder.labs.lab4_beyond.reference import f1, kmeans, nmi, precision_at_1, recall_at_k
+from autograder.labs.lab4_beyond.reference import (
+    NormSoftmax, arcface_loss, f1, kmeans, nmi, norm_softmax_loss, precision_at_1, recall_at_k,
+)
 from labtools.checks import loop_violations
-from labtools.metrics import map_at_r, r_precision
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "submissions"))
+import build  # noqa: E402
 
 KS = (1, 2, 4, 8, 16, 32)
 
@@ -146,35 +163,6 @@ def test_precision_at_1_equals_pytorch_metric_learning():
     assert ours == pytest.approx(theirs["precision_at_1"], abs=1e-9)
 
 
-# ----------------------------------------------------------------------------- R-precision, MAP@R
-
-
-def loop_r_metrics(features, labels):
-    dist = ((features[:, None, :] - features[None, :, :]) ** 2).sum(dim=2)
-    labels = labels.tolist()
-    r_precisions, average_precisions = [], []
-    for q in range(len(labels)):
-        others = [j for j in dist[q].argsort(stable=True).tolist() if j != q]
-        r = sum(labels[j] == labels[q] for j in others)
-        if r == 0:
-            continue
-        relevant = [float(labels[j] == labels[q]) for j in others[:r]]
-        r_precisions.append(sum(relevant) / r)
-        average_precisions.append(sum(rel * sum(relevant[:i + 1]) / (i + 1) for i, rel in enumerate(relevant)) / r)
-    return sum(r_precisions) / len(r_precisions), sum(average_precisions) / len(average_precisions)
-
-
-def test_r_precision_and_map_at_r_equal_the_definition_and_pytorch_metric_learning():
-    features, labels = unit_rows(250, seed=9, dtype=torch.float32), random_labels(250, 15, seed=9)
-    labels[:2] = torch.tensor([100, 101])  # singletons, left out by both
-    expected_r, expected_map = loop_r_metrics(features.double(), labels)
-    theirs = accuracy_calculator().get_accuracy(features, labels)
-    assert r_precision(features, labels) == pytest.approx(expected_r, abs=1e-6)
-    assert r_precision(features, labels) == pytest.approx(theirs["r_precision"], abs=1e-9)
-    assert map_at_r(features, labels) == pytest.approx(expected_map, abs=1e-6)
-    assert map_at_r(features, labels) == pytest.approx(theirs["mean_average_precision_at_r"], abs=1e-9)
-
-
 # ----------------------------------------------------------------------------- k-means, NMI, F1
 
 
@@ -280,6 +268,119 @@ def test_f1_is_one_on_well_separated_clusters():
     assert f1(features, labels, num_clusters=10) < 0.8  # classes split: recall drops
 
 
+# ----------------------------------------------------------------------------- NormSoftmax, ArcFace
+
+
+B, D, C, K = 48, 16, 7, 3
+
+
+@pytest.fixture
+def pml_losses():
+    return pytest.importorskip("pytorch_metric_learning.losses")
+
+
+def batch(seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(B, D, generator=g, dtype=dtype)
+    labels = torch.randint(C, (B,), generator=g)
+    weight = torch.randn(C, D, generator=g, dtype=dtype)
+    return features, labels, weight
+
+
+def same_loss_and_gradients(ours, theirs, features, weight, their_weight):
+    """Compare two losses and their gradients with respect to the features and the class weights:
+    ours(f, w) takes the weights in our layout, theirs(f) holds a copy of them, and their_weight()
+    returns the gradient of that copy in our layout."""
+    f1, w1 = features.clone().requires_grad_(), weight.clone().requires_grad_()
+    f2 = features.clone().requires_grad_()
+    a, b = ours(f1, w1), theirs(f2)
+    a.backward()
+    b.backward()
+    assert a.item() == pytest.approx(b.item(), rel=1e-10, abs=1e-12)
+    assert torch.allclose(f1.grad, f2.grad, atol=1e-10)
+    assert torch.allclose(w1.grad, their_weight(), atol=1e-10)
+
+
+def true_cosines(features, labels, weight):
+    """[B]: the cosine of each row with the best sub-center of its class, weight [C, K, D]."""
+    unit = torch.nn.functional.normalize
+    return torch.einsum("bd,bkd->bk", unit(features, dim=1), unit(weight[labels], dim=2)).amax(dim=1)
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.5])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_norm_softmax_loss_equals_pytorch_metric_learning(temperature, seed, pml_losses):
+    features, labels, weight = batch(seed)
+    theirs = pml_losses.NormalizedSoftmaxLoss(C, D, temperature=temperature)
+    theirs.W.data = weight.T.clone()  # [D, C]
+    same_loss_and_gradients(lambda f, w: norm_softmax_loss(f, labels, w, temperature), lambda f: theirs(f, labels),
+                            features, weight, lambda: theirs.W.grad.T)
+
+
+@pytest.mark.parametrize("margin", [0.5, 0.2])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_arcface_loss_equals_pytorch_metric_learning(margin, seed, pml_losses):
+    features, labels, weight = batch(seed)
+    noise = torch.randn(4, D, generator=torch.Generator().manual_seed(seed + 20), dtype=torch.float64)
+    features[:4] = -weight[labels[:4]] + 0.05 * noise  # theta near pi
+    assert (true_cosines(features, labels, weight[:, None]) < -math.cos(margin)).sum() >= 4  # past pi - margin
+    theirs = pml_losses.ArcFaceLoss(C, D, margin=math.degrees(margin), scale=64)  # degrees
+    theirs.W.data = weight.T.clone()
+    same_loss_and_gradients(lambda f, w: arcface_loss(f, labels, w, margin), lambda f: theirs(f, labels),
+                            features, weight, lambda: theirs.W.grad.T)
+
+
+def arcface_with_margin_everywhere(features, labels, weight, margin=0.5, scale=64.0):
+    """Deliberately wrong: the margin added to every class's angle, not only the true one's."""
+    cos = torch.nn.functional.normalize(features, dim=1) @ torch.nn.functional.normalize(weight, dim=1).T
+    return torch.nn.functional.cross_entropy(scale * torch.cos(torch.acos(cos.clamp(-1, 1)) + margin), labels)
+
+
+def test_arcface_checks_can_fail_and_margin_zero_is_norm_softmax(pml_losses):
+    features, labels, weight = batch(2)
+    theirs = pml_losses.ArcFaceLoss(C, D, scale=64)  # the default margin, 28.6 degrees
+    theirs.W.data = weight.T.clone()
+    expected = theirs(features, labels).item()
+    in_radians = arcface_loss(features, labels, weight, margin=math.radians(28.6)).item()
+    assert in_radians == pytest.approx(expected, rel=1e-10)
+    assert abs(arcface_loss(features, labels, weight, margin=0.5).item() - expected) > 1e-3  # 28.6 deg is not 0.5 rad
+    assert abs(arcface_with_margin_everywhere(features, labels, weight).item() - expected) > 1.0
+    assert arcface_loss(features, labels, weight, margin=0.0, scale=20.0).item() == pytest.approx(
+        norm_softmax_loss(features, labels, weight, temperature=0.05).item(), rel=1e-12)
+
+
+def test_norm_softmax_head(pml_losses):
+    torch.manual_seed(0)
+    head = NormSoftmax(in_features=32, num_classes=C, embedding_dim=D)
+    assert head.temperature == 0.05 and head.weight.shape == (C, D)
+    assert [m.out_features for m in head.modules() if isinstance(m, torch.nn.Linear)] == [D]  # no linear classifier
+    x = torch.randn(B, 32)
+    features = head(x)
+    assert features.shape == (B, D) and torch.allclose(features.norm(dim=1), torch.ones(B))
+    assert torch.allclose(head(3 * x + 1), features, atol=1e-5)  # layer-normalized: each row's scale and shift drop out
+    assert NormSoftmax(32, C)(x).shape == (B, 32)  # no projection
+    theirs = pml_losses.NormalizedSoftmaxLoss(C, D, temperature=head.temperature)
+    theirs.W.data = head.weight.detach().T.clone()
+    assert norm_softmax_loss(features, torch.arange(B) % C, head.weight, head.temperature).item() == pytest.approx(
+        theirs(features, torch.arange(B) % C).item(), rel=1e-5)
+
+
+def test_norm_softmax_trains():
+    torch.manual_seed(0)
+    x, labels = torch.randn(64, 20), torch.arange(64) % 4
+    head = NormSoftmax(20, 4, embedding_dim=8)
+    history = []
+    for _ in range(10):  # plain gradient descent, lr 0.1
+        loss = norm_softmax_loss(head(x), labels, head.weight, head.temperature)
+        head.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for parameter in head.parameters():
+                parameter -= 0.1 * parameter.grad
+        history.append(loss.item())
+    assert history[-1] < 0.5 * history[0]
+
+
 # ----------------------------------------------------------------------------- loop-free, bad inputs
 
 
@@ -321,6 +422,33 @@ def test_wrong_inputs_are_named(call, message):
         call()
 
 
+@pytest.mark.parametrize("name", ["norm_softmax_loss", "arcface_loss"])
+def test_graded_losses_are_loop_free(name):
+    assert loop_violations(inspect.getsource(lab4), name) == []
+
+
+def test_norm_softmax_head_loop_free():
+    for method in (NormSoftmax.__init__, NormSoftmax.forward):
+        assert loop_violations(textwrap.dedent(inspect.getsource(method)), method.__name__) == []
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda f, y, w: norm_softmax_loss(f, y, w[:, :4]), "weight must be a float \\[C, D\\] tensor with D = 16"),
+        (lambda f, y, w: norm_softmax_loss(f, y, w, temperature=0), "temperature must be positive"),
+        (lambda f, y, w: norm_softmax_loss(f, y + C, w), "labels must lie in 0..6"),
+        (lambda f, y, w: arcface_loss(f[:, :, None], y, w), "features must have shape \\[N, D\\]"),
+        (lambda f, y, w: arcface_loss(f, y[:-1], w), "labels must be an integer \\[48\\]"),
+        (lambda f, y, w: arcface_loss(f, y, w, margin=28.6), "margin must be in \\[0, pi/2\\) radians"),
+        (lambda f, y, w: arcface_loss(f, y, w.long()), "weight must be a float"),
+    ],
+)
+def test_wrong_inputs_to_the_losses_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(*batch())
+
+
 # ----------------------------------------------------------------------------- full mAP
 
 
@@ -335,3 +463,33 @@ def test_full_ranking_map_equals_pytorch_metric_learning_with_k_none():
                                             device=torch.device("cpu")).get_accuracy(features, labels)
     assert full_ranking_ap(features, labels).mean().item() == pytest.approx(theirs["mean_average_precision"],
                                                                             abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- graded in the sandbox
+
+
+@pytest.mark.parametrize("mistake, lost_checks", [
+    (None, set()),
+    ("head_without_layer_norm", build.MISTAKES["lab4_beyond"]["head_without_layer_norm"][1]),
+    ("recall_loop", {"recall_at_k.vectorized"}),
+])
+def test_lab4_notebook_submissions_are_extracted_and_graded(tmp_path, mistake, lost_checks):
+    """A Lab 4 notebook: its NormSoftmax class cell and its helpers (kmeans, contingency_table) are
+    extracted with the setup cell's imports; the reference earns 7.5 points, a mistake loses its checks."""
+    from autograder.grading.trusted import grade_submission
+    from labtools.checks.submission import extract_submission
+
+    if mistake == "recall_loop":
+        replace = build.snippet_functions(Path(__file__).parents[1] / "submissions" / "mistakes" / "recall_loop.py")
+    else:
+        replace = build.mistake("lab4_beyond", mistake) if mistake else None
+    path = build.write_submission(tmp_path / "s", "lab4_beyond", replace=replace)
+    source = extract_submission(path, "lab4_beyond")
+    for definition in ("class NormSoftmax(nn.Module):", "def kmeans(", "def contingency_table(", "def distances("):
+        assert definition in source
+    assert "from labtools.neighbors" not in source and "epshn_triplet_loss" not in source  # refused imports left out
+    result = grade_submission(path, "lab4_beyond", workroot=tmp_path)
+    lost = {c["check"] for c in result["checks"] if c["points"] < c["max_points"]}
+    assert lost == lost_checks, {c["check"]: c["message"] for c in result["checks"] if c["check"] in lost}
+    total = sum(c["points"] for c in result["checks"])
+    assert total == pytest.approx(7.5 - sum(c["max_points"] for c in result["checks"] if c["check"] in lost_checks))

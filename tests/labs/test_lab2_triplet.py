@@ -1,4 +1,7 @@
-"""A submitted triplet_net.pt earns the checkpoint points only as the student's own ConvNet.
+"""Lab 2, triplets: the reference triplet loss and training (autograder.labs.lab2_triplet.reference), and
+the checks of a submitted triplet_net.pt.
+
+A submitted triplet_net.pt earns the checkpoint points only as the student's own ConvNet.
 
 The grader refuses a copy of one of the course's networks (the file, the weights re-saved, converted
 to a lower precision, slightly perturbed, with channels permuted or rescaled, the backbone of a
@@ -16,20 +19,91 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 import autograder.grading.hidden  # noqa: F401  (registers the hidden checks, the copy gate among them)
 from autograder.labs.lab2_triplet import copies
+from autograder.labs.lab2_triplet.reference import train_triplets, triplet_loss
 from autograder.paths import REPO_MODELS
 from labtools.checks.engine import evaluate
 from labtools.checks.registry import Context, checks_for
+from labtools.data import digits_dataset
 from labtools.labs.lab2_triplet import CHECKPOINT_GATES, submitted_checkpoint
-from labtools.models import ConvNet, EmbeddingNet, save_checkpoint
+from labtools.models import ConvNet, EmbeddingNet, load_checkpoint, save_checkpoint
 
 MODELS = REPO_MODELS
 COURSE_TRIPLET = MODELS / "mnist_triplet.pt"
 ADVICE = "submit the network your train_triplets trained"
 
-pytestmark = pytest.mark.skipif(not COURSE_TRIPLET.is_file(), reason="no models/mnist_triplet.pt")
+
+# ----------------------------------------------------------------------------------------------
+# the reference triplet loss and training
+
+
+def brute_force_triplet_loss(features, labels, alpha, num_anchors, on_the_sphere=False):
+    """The sum of hinges by loops; ``on_the_sphere`` takes d as 2 - 2 <a, b> (equal on unit rows,
+    and with the gradient of the kit's distances)."""
+    total = 0.0
+    if on_the_sphere:
+        d = lambda a, b: 2 - 2 * features[a] @ features[b]
+    else:
+        d = lambda a, b: ((features[a] - features[b]) ** 2).sum()
+    for a in range(num_anchors):
+        for p in range(len(labels)):
+            for n in range(len(labels)):
+                if p != a and labels[p] == labels[a] and labels[n] != labels[a]:
+                    total += max(d(a, p) - d(a, n) + alpha, 0.0)
+    return total
+
+
+def test_triplet_loss_matches_the_definition():
+    g = torch.Generator().manual_seed(1)
+    features = torch.nn.functional.normalize(torch.randn(24, 8, generator=g), dim=1)
+    labels = torch.randint(4, (24,), generator=g)
+    expected = brute_force_triplet_loss(features, labels, 0.5, 10)
+    assert triplet_loss(features, labels, alpha=0.5, num_anchors=10).item() == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 5.0])
+def test_triplet_loss_gradient_matches_the_definition(alpha):
+    # the pairs that are not triplets are masked with infinities: they must pass no gradient,
+    # also with alpha 5, where every hinge of a real triplet is active
+    g = torch.Generator().manual_seed(2)
+    features = torch.nn.functional.normalize(torch.randn(20, 8, generator=g), dim=1)
+    labels = torch.randint(4, (20,), generator=g)
+    ours, theirs = features.clone().requires_grad_(), features.clone().requires_grad_()
+    triplet_loss(ours, labels, alpha=alpha, num_anchors=6).backward()
+    brute_force_triplet_loss(theirs, labels, alpha, 6, on_the_sphere=True).backward()
+    assert torch.isfinite(ours.grad).all() and ours.grad.abs().sum() > 0
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-5)
+
+
+def small_set(n=200):
+    images, labels = digits_dataset().tensors
+    return TensorDataset(images[:n], labels[:n])
+
+
+def test_train_triplets_lowers_the_loss_saves_and_resumes(tmp_path, capsys):
+    torch.manual_seed(0)
+    net = ConvNet()
+    checkpoint = tmp_path / "triplet.pt"
+    history = train_triplets(net, small_set(400), epochs=3, lr=0.01, batch_size=50, checkpoint=checkpoint)
+    assert len(history["loss"]) == 3 and history["loss"][-1] < history["loss"][0]
+    assert "epoch 3/3: total triplet loss" in capsys.readouterr().out
+    _, record = load_checkpoint(checkpoint)
+    assert record["epochs"] == 3 and record["history"]["loss"] == history["loss"]
+
+    resumed = ConvNet()
+    history = train_triplets(resumed, small_set(400), epochs=4, lr=0.01, batch_size=50, checkpoint=checkpoint)
+    assert "resuming from" in capsys.readouterr().out
+    assert len(history["loss"]) == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# a submitted triplet_net.pt
+
+#: The tests of the copy gate compare with the course's networks.
+needs_course_networks = pytest.mark.skipif(not COURSE_TRIPLET.is_file(), reason="no models/mnist_triplet.pt")
 
 
 def course_state(name="mnist_triplet.pt") -> dict[str, torch.Tensor]:
@@ -67,6 +141,7 @@ def noisy(state, relative, seed=5):
     return {k: v + relative * v.norm() / v.numel() ** 0.5 * torch.randn(v.shape, generator=g) for k, v in state.items()}
 
 
+@needs_course_networks
 def test_the_grader_asks_the_copy_gate():
     assert copies.copied_network in CHECKPOINT_GATES
     names = {name for name, _, _ in copies.instructor_networks()}
@@ -77,6 +152,7 @@ def test_the_grader_asks_the_copy_gate():
         assert all(set(p) == {"backbone."} for name, p in parts.items() if name.startswith("lab4/"))
 
 
+@needs_course_networks
 @pytest.mark.parametrize("case", ["file", "resaved", "bfloat16", "noise_0.3%", "permuted_rescaled",
                                   "classifier_copy", "lab4_backbone", "lab4_file"])
 def test_copies_of_the_course_networks_are_refused(case, tmp_path):
@@ -113,6 +189,7 @@ def test_copies_of_the_course_networks_are_refused(case, tmp_path):
     assert all(ADVICE in r.message for r in results.values())
 
 
+@needs_course_networks
 def test_distances_of_copies_and_of_distinct_networks():
     """The numbers NEAR_COPY is chosen by (copies.py): copies below it, other networks far above."""
     reference = copies.convnet_parts(course_state())[""]
@@ -138,6 +215,7 @@ def test_distances_of_copies_and_of_distinct_networks():
         copies.NEAR_COPY = saved
 
 
+@needs_course_networks
 def test_networks_that_are_not_copies_pass_the_gate(tmp_path):
     for seed in (0, 1):  # seed 0: the course's initialization, 0.26 from two Lab 4 backbones
         torch.manual_seed(seed)
@@ -154,6 +232,7 @@ def grade_checkpoint(folder: Path) -> dict:
     return {r.check.id: r for r in results}
 
 
+@needs_course_networks
 @pytest.mark.parametrize("case, words", [
     ("embedding_net", "holds a network of architecture 'EmbeddingNet', not the lab's ConvNet"),
     ("bare_state_dict", "holds only a state dict"),
@@ -203,3 +282,25 @@ def test_what_is_not_the_labs_convnet_with_its_history_earns_no_checkpoint_point
     results = grade_checkpoint(tmp_path)
     assert all(r.earned == 0 for r in results.values()), {c: r.message for c, r in results.items()}
     assert all(words in r.message for r in results.values())
+
+
+@pytest.mark.parametrize("breakage, words", [
+    ("nan", "cannot be measured: its features of the fixed MNIST test set contain NaN or infinite values"),
+    ("dead", "cannot be measured: 1000 of the 1000 images of the fixed MNIST test set get an all-zero feature vector"),
+])
+def test_the_checkpoint_map_checks_say_why_features_cannot_be_ranked(tmp_path, require_mnist, breakage, words):
+    # a diverged or collapsed triplet_net.pt loses the mAP points with a reason, not an evaluator error
+    net = ConvNet()
+    with torch.no_grad():
+        if breakage == "nan":
+            net[0].weight[0, 0, 0, 0] = float("nan")
+        else:
+            net[6].weight.zero_()
+            net[6].bias.fill_(-1.0)  # the last ReLU outputs zero for every image
+    save_checkpoint(tmp_path / "triplet_net.pt", net, dataset="MNIST", loss="triplet", seed=0, epochs=1,
+                    history={"loss": [0.5]})  # one loss per epoch: a history the mAP checks accept
+    checks = checks_for("lab2_triplet", "checkpoint", hidden=True)
+    assert len(checks) >= 2
+    results = evaluate(checks, Context("lab2_triplet", files=tmp_path), lambda calls: [])
+    for result in results:
+        assert result.earned == 0.0 and words in result.message and not result.grader_error, result

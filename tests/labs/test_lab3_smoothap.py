@@ -1,4 +1,5 @@
-"""The reference Smooth-AP loss of Lab 3 (autograder.labs.lab3_smoothap.reference.smooth_ap_loss)."""
+"""Lab 3, Smooth-AP: the reference loss (autograder.labs.lab3_smoothap.reference.smooth_ap_loss), its
+memory check, and submissions graded in the sandbox."""
 
 import inspect
 import sys
@@ -12,6 +13,10 @@ from autograder.evaluation import full_ranking_ap
 from autograder.labs.lab3_smoothap import reference as lab3
 from autograder.labs.lab3_smoothap.reference import smooth_ap_loss
 from labtools.checks import loop_violations
+
+SUBMISSIONS = Path(__file__).parents[1] / "submissions"
+sys.path.insert(0, str(SUBMISSIONS))
+import build  # noqa: E402
 
 
 def plain_smooth_ap(features, labels, tau, include_query=False):
@@ -197,13 +202,8 @@ def test_wrong_inputs_are_named(features, labels, tau, message):
 # ----------------------------------------------------------------------------------------------
 # the memory check: what torch's CPU allocator hands out, however the code builds its tensors
 
-SUBMISSIONS = Path(__file__).parent / "submissions"
-
 
 def _snippet(name):
-    sys.path.insert(0, str(SUBMISSIONS))
-    import build
-
     return build.snippet_functions(SUBMISSIONS / "mistakes" / f"{name}.py")["smooth_ap_loss"]
 
 
@@ -322,3 +322,33 @@ def test_a_loop_inside_a_vmapped_function_is_still_a_loop():
                                                 "            count = count + 0\n")
     assert any("a for loop" in p for p in loop_violations(source, "smooth_ap_loss"))
     assert loop_violations(_snippet("smoothap_vmap"), "smooth_ap_loss") == []
+
+
+# ----------------------------------------------------------------------------------------------
+# submissions graded in the sandbox
+
+
+@pytest.mark.parametrize("mistake, lost_checks, hint", [
+    (None, set(), None),
+    ("cube", {"smooth_ap_loss.memory"}, "like B^3"),
+    ("query_included", build.MISTAKES["lab3_smoothap"]["query_included"][1], "count as its own positive"),
+    ("wrong_sign", build.MISTAKES["lab3_smoothap"]["wrong_sign"][1], "check the sign of D_ij"),
+    ("tau_ignored", build.MISTAKES["lab3_smoothap"]["tau_ignored"][1], "tau seems ignored"),
+])
+def test_lab3_mistakes_lose_exactly_their_checks(tmp_path, mistake, lost_checks, hint):
+    """Query not excluded, wrong sign of D, tau ignored: values; the B^3 version: memory only."""
+    from autograder.grading.trusted import grade_submission
+
+    if mistake == "cube":
+        replace = {"smooth_ap_loss": _snippet("smoothap_cube")}
+    else:
+        replace = build.mistake("lab3_smoothap", mistake) if mistake else None
+    path = build.write_submission(tmp_path / "s", "lab3_smoothap", replace=replace)
+    result = grade_submission(path, "lab3_smoothap", workroot=tmp_path)
+    assert {c["check"] for c in result["checks"]} >= {"smooth_ap_loss.memory", "smooth_ap_loss.hidden_random"}
+    lost = {c["check"] for c in result["checks"] if c["points"] < c["max_points"]}
+    assert lost == lost_checks
+    total = sum(c["points"] for c in result["checks"])
+    assert total == pytest.approx(3.0 - sum(c["max_points"] for c in result["checks"] if c["check"] in lost_checks))
+    if hint:
+        assert any(hint in c["message"] for c in result["checks"] if c["check"] in lost_checks)
