@@ -301,7 +301,7 @@ def test_nbgrader_metadata_of_the_wrong_type_is_ignored_not_a_grader_error(tmp_p
     """A grade_id that is a number or a list (hand-edited metadata) must not break the grader."""
     import nbformat
 
-    from autograder.grading.grade import repair_notebook
+    from autograder.grading.intake import repair_notebook
     from autograder.grading.trusted import grade_submission
 
     path = build.write_submission(tmp_path / "s", "lab1_retrieval")
