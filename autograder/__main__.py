@@ -15,8 +15,8 @@ def main(argv=None) -> int:
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     train.add_argument("--out", default=None, help="output folder (default: models/)")
     train.add_argument("--precision", default="fp32",
-                       help="arithmetic of the forward pass: fp32 (default) or bf16 (1.05x to 1.33x faster per "
-                            "epoch on a CPU with AVX-512 BF16; refused where the hardware lacks bfloat16)")
+                       help="arithmetic of the forward pass: fp32 (default) or bf16 (faster only with bfloat16 in "
+                            "hardware, see benchmarks/README.md; refused where the hardware lacks it)")
 
     rescore_parser = commands.add_parser("rescore", help="measure shipped checkpoints again and update their cards' scores")
     rescore_parser.add_argument("names", nargs="+", help="checkpoint names, e.g. mnist_classifier")

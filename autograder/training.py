@@ -109,8 +109,8 @@ def check_precision(precision: str, device: torch.device) -> None:
     if device.type == "cpu":
         name = torch.cpu.get_capabilities().get("cpu_name") or "this CPU"
         raise ValueError(f"precision 'bf16' needs bfloat16 arithmetic in hardware, and the CPU ({name}) has none of "
-                         f"{', '.join(CPU_BF16_FEATURES.values())}: torch would emulate it, about 10x slower than "
-                         f"fp32 (101.8 s against 10.2 s per epoch of benchmarks/training.py on an AVX2-only CPU); {use}")
+                         f"{', '.join(CPU_BF16_FEATURES.values())}: torch would emulate it, many times slower than "
+                         f"fp32 (benchmarks/training.py measures it; figures in benchmarks/README.md); {use}")
     if device.type == "cuda" and torch.cuda.is_available():
         raise ValueError(f"precision 'bf16' needs bfloat16 arithmetic in hardware, and the GPU "
                          f"({torch.cuda.get_device_name(device)}) is older than compute capability 8.0: torch would "

@@ -13,7 +13,7 @@ reformatting, comments and reordered statements change nothing; the k-grams of t
 notebook's solution cells (stubs, docstrings, provided code) are left out of every submission's,
 and so are those that more than half of a class of 10 or more hold. Checkpoints
 (:mod:`.weights`) are compared by the weights of the ConvNet's feature layers, with each other's
-and with the course's networks, as the grader compares them (:mod:`autograder.grading.hidden`).
+and with the course's networks, as the grader compares them (:mod:`autograder.labs.lab2_triplet.copies`).
 
 Submissions are untrusted: their notebooks are read as JSON and parsed with ``tokenize`` and
 ``ast`` only (nothing is run), their checkpoints with ``torch.load(weights_only=True)`` within
