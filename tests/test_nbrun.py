@@ -29,3 +29,28 @@ def test_notebooks_validate_without_rfc3987_syntax():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.split() == ["rejected", "False"]
+
+
+def test_the_grader_config_reaches_every_class_it_configures(tmp_path):
+    """Each setting of the run's Config names a class and trait that exist and take the value
+    (a misspelt class name would be ignored silently by traitlets, and the kernel left unsandboxed)."""
+    from nbgrader.converters import Autograde
+    from traitlets.utils.importstring import import_item
+
+    from autograder.grading.kernel import SandboxedKernelManager
+    from autograder.grading.preprocessors import RobustExecute, TrustedGrades
+    from autograder.grading.run import nbgrader_config
+
+    results, hidden = tmp_path / "results.json", tmp_path / "mnist_triplet.pt"
+    config = nbgrader_config(results, 100.0, sandboxed=True, masked=[hidden])
+    execute = RobustExecute(config=config)
+    assert execute.sandbox is True and execute.results_file == str(results)
+    assert (execute.timeout, execute.total_seconds, execute.interrupt_on_timeout) == (25, 70, True)
+    assert TrustedGrades(config=config).results_file == str(results)
+    assert SandboxedKernelManager(config=config).masked == [str(hidden)]
+    classes = {import_item(name) if isinstance(name, str) else name
+               for name in config.Autograde.autograde_preprocessors}
+    assert {RobustExecute, TrustedGrades} <= classes
+    assert set(config) <= {cls.__name__ for cls in (Autograde, RobustExecute, TrustedGrades, SandboxedKernelManager)} \
+        | {"Execute", "TrustedResults"}
+    assert RobustExecute(config=nbgrader_config(results, 100.0, sandboxed=False, masked=[])).sandbox is False
