@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests" / "submissions"))
 def make_submissions(root: Path, n: int) -> Path:
     import build
 
-    mistake = build.snippet_functions(REPO / "tests" / "submissions" / "mistakes" / "ap_off_by_one.py")
+    mistake = build.mistake_code(LAB, "ap_off_by_one")
     for i in range(n):
         build.write_submission(root / f"student{i:03d}", LAB, replace=mistake if i % 2 else None, course=COURSE_DIR)
     return root

@@ -14,7 +14,7 @@ from labtools.checks import (  # noqa: E402
     SubmissionError, checks_for, extract_submission, loop_violations, policy_violations, run_public_checks,
 )
 
-SNIPPETS = Path(__file__).parent / "submissions"
+HOSTILE = Path(__file__).parent / "submissions" / "hostile"
 
 
 def test_points_of_each_test_cell_add_up():
@@ -80,7 +80,7 @@ def test_public_checks_in_process_pass_for_the_reference(capsys):
 
 def test_public_checks_in_process_report_mistakes():
     namespace = {}
-    exec(compile((SNIPPETS / "mistakes" / "distances_loop.py").read_text(), "<cell>", "exec"), namespace)
+    exec(compile(build.mistake_code("lab1_retrieval", "distances_loop")["distances"], "<cell>", "exec"), namespace)
     with pytest.raises(AssertionError, match="distances.vectorized"):
         run_public_checks("lab1_retrieval", "distances", namespace["distances"])
 
@@ -93,14 +93,15 @@ def _grade(tmp_path, lab, replace):
     return {c["check"]: c for c in result["checks"]}
 
 
-def _snippet(kind, name):
-    return build.snippet_functions(SNIPPETS / kind / f"{name}.py")
+def _own_lost_checks(name):
+    """The checks Lab 1's mistake ``name`` loses on the functions it changes (not on their callers)."""
+    changed = build.mistake_code("lab1_retrieval", name)
+    return {c for c in build.mistakes("lab1_retrieval")[name].lost if c.split(".")[0] in changed}
 
 
 @pytest.mark.parametrize("kind, name, failing", [
-    ("mistakes", "ap_off_by_one", {"evaluate_AP.perfect_ranking", "evaluate_AP.hand_example",
-                                   "evaluate_AP.hidden_fixed", "evaluate_AP.hidden_random"}),
-    ("mistakes", "distances_loop", {"distances.vectorized"}),
+    ("mistakes", "ap_off_by_one", _own_lost_checks("ap_off_by_one")),
+    ("mistakes", "distances_loop", _own_lost_checks("distances_loop")),
     ("hostile", "infinite_loop", {"distances."}),
     ("hostile", "memory_bomb", {"distances."}),
     ("hostile", "exits", {"distances.", "evaluate_AP."}),
@@ -115,7 +116,11 @@ def _snippet(kind, name):
     ("hostile", "flood", set()),
 ])
 def test_sandboxed_grading_of_mistakes_and_hostile_code(tmp_path, kind, name, failing):
-    checks = _grade(tmp_path, "lab1_retrieval", _snippet(kind, name))
+    if kind == "mistakes":
+        code = build.mistake_code("lab1_retrieval", name)
+    else:
+        code = build.snippet_functions(HOSTILE / f"{name}.py")
+    checks = _grade(tmp_path, "lab1_retrieval", code)
     lost = {cid for cid, c in checks.items() if c["points"] < c["max_points"]}
     lost.discard("evaluate_mAP.hidden_classifier")  # needs MNIST; covered separately
     expected = {cid for cid in checks if any(cid == f or (f.endswith(".") and cid.startswith(f)) for f in failing)}
@@ -158,7 +163,8 @@ def test_violation_in_one_function_keeps_the_other_checks(tmp_path):
 def test_more_mistakes_lose_exactly_their_function_checks(tmp_path, lab, name, function):
     from autograder.grading.trusted import grade_submission
 
-    path = build.write_submission(tmp_path / "s", lab, replace=_snippet("mistakes", name))
+    owner = next(owner for owner in labs.lab_ids() if name in build.mistakes(owner))  # Lab 1's, also in Lab 2
+    path = build.write_submission(tmp_path / "s", lab, replace=build.mistake_code(owner, name))
     result = grade_submission(path, lab, workroot=tmp_path)
     lost = {c["check"] for c in result["checks"] if c["points"] < c["max_points"]}
     lost -= {c["check"] for c in result["checks"] if c["function"] == "checkpoint"}  # no triplet_net.pt here

@@ -1,7 +1,7 @@
 """End to end: ``python -m autograder grade`` (a subprocess) on sample submissions built at test time.
 
-One grade run per lab grades every sample student (the solution, the typical mistakes of
-``build.MISTAKES`` and, for Lab 1, the hostile suite at notebook level). Each student's expected
+One grade run per lab grades every sample student (the solution, the lab's typical mistakes,
+``build.mistakes``, and, for Lab 1, the hostile suite at notebook level). Each student's expected
 result is the set of checks it loses; the run must exit 0 and write grades.csv, the feedback
 pages, the gradebook (consistent with grades.csv) and the histogram. Skipped without MNIST.
 """
@@ -26,7 +26,7 @@ from labtools import labs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COURSE = REPO / "autograder" / "course"
-SNIPPETS = Path(__file__).parent / "submissions"
+HOSTILE = Path(__file__).parent / "submissions" / "hostile"
 
 
 pytestmark = [
@@ -36,8 +36,8 @@ pytestmark = [
 ]
 
 
-def snippet(kind: str, name: str) -> dict[str, str]:
-    return build.snippet_functions(SNIPPETS / kind / f"{name}.py")
+def hostile(name: str) -> dict[str, str]:
+    return build.snippet_functions(HOSTILE / f"{name}.py")
 
 
 def notebook(lab: str, replace=None):
@@ -82,7 +82,8 @@ ALL1 = DIST | AP | MAP
 
 def lab1_students(root: Path) -> dict[str, tuple]:
     """student -> (exactly lost, may also lose, a word of some lost check's message)."""
-    off = snippet("mistakes", "ap_off_by_one")
+    mistakes = build.mistakes("lab1_retrieval")
+    off = build.mistake_code("lab1_retrieval", "ap_off_by_one")
     cases = {}
 
     def add(student, nb, exact, maybe=frozenset(), word="", name=None):
@@ -90,20 +91,20 @@ def lab1_students(root: Path) -> dict[str, tuple]:
         cases[student] = (set(exact), set(maybe), word)
 
     add("solution", notebook("lab1_retrieval"), set())
-    add("ap_off_by_one", notebook("lab1_retrieval", off), AP_VALUES | MAP, word="should have AP 1")
-    add("distances_loop", notebook("lab1_retrieval", snippet("mistakes", "distances_loop")), {"distances.vectorized"},
-        MAP, word="loop")
-    add("map_query_included", notebook("lab1_retrieval", snippet("mistakes", "map_query_included")),
-        {"evaluate_mAP.hidden_fixed", "evaluate_mAP.hidden_classifier"}, MAP)
-    add("loop_in_function", notebook("lab1_retrieval", snippet("hostile", "infinite_loop")), DIST | MAP,
+    add("ap_off_by_one", notebook("lab1_retrieval", off), mistakes["ap_off_by_one"].lost, word="should have AP 1")
+    add("distances_loop", notebook("lab1_retrieval", build.mistake_code("lab1_retrieval", "distances_loop")),
+        mistakes["distances_loop"].lost, MAP, word="loop")
+    add("map_query_included", notebook("lab1_retrieval", build.mistake_code("lab1_retrieval", "map_query_included")),
+        mistakes["map_query_included"].lost, MAP)
+    add("loop_in_function", notebook("lab1_retrieval", hostile("infinite_loop")), DIST | MAP,
         word="timed out")
-    add("memory_bomb_in_function", notebook("lab1_retrieval", snippet("hostile", "memory_bomb")), DIST | MAP)
-    add("nan_and_wrong_shape", notebook("lab1_retrieval", snippet("hostile", "nan")),
+    add("memory_bomb_in_function", notebook("lab1_retrieval", hostile("memory_bomb")), DIST | MAP)
+    add("nan_and_wrong_shape", notebook("lab1_retrieval", hostile("nan")),
         (DIST | AP) - {"distances.vectorized", "evaluate_AP.vectorized"}, MAP)
-    add("exits_in_function", notebook("lab1_retrieval", snippet("hostile", "exits")),
+    add("exits_in_function", notebook("lab1_retrieval", hostile("exits")),
         (DIST | AP) - {"distances.vectorized", "evaluate_AP.vectorized"}, MAP | {"distances.vectorized",
                                                                                 "evaluate_AP.vectorized"})
-    add("flood_in_function", notebook("lab1_retrieval", snippet("hostile", "flood")), set())
+    add("flood_in_function", notebook("lab1_retrieval", hostile("flood")), set())
     # a rule violation costs the function and its callers, not the whole submission
     code = build.reference_code()["distances"]
     head, _, body = code.partition("):\n")
@@ -130,14 +131,14 @@ def lab1_students(root: Path) -> dict[str, tuple]:
         "import labtools.checks, labtools.checks.engine\n"
         "labtools.checks.run_public_checks = lambda *a, **k: print('[PASS] everything')\n"
         "labtools.checks.engine.run_public_checks = labtools.checks.run_public_checks\n"
-        "get_ipython().showtraceback = lambda *a, **k: None", "test_distances"), AP_VALUES | MAP,
+        "get_ipython().showtraceback = lambda *a, **k: None", "test_distances"), mistakes["ap_off_by_one"].lost,
         word="should have AP 1")
     # locked cells deleted or edited
     nb = notebook("lab1_retrieval", off)
     cell = nb.cells[_index(nb, "test_evaluate_AP")]
     cell.source = "print('[PASS] evaluate_AP: 1.5/1.5 points')\n1.5"
     cell.metadata["nbgrader"]["points"] = 100
-    add("edited_test_cell", nb, AP_VALUES | MAP)
+    add("edited_test_cell", nb, mistakes["ap_off_by_one"].lost)
     nb = notebook("lab1_retrieval")
     del nb.cells[_index(nb, "test_distances")]
     nb.cells[_index(nb, "test_evaluate_mAP")].metadata = {}
@@ -304,7 +305,7 @@ def lab2(tmp_path_factory):
     cases = {}
     for student, replace, checkpoint in [
         ("solution", None, own),
-        ("hinge_sign", snippet("mistakes", "hinge_sign"), own),
+        ("hinge_sign", build.mistake_code("lab2_triplet", "hinge_sign"), own),
         ("no_checkpoint", None, None),
         ("corrupt_checkpoint", None, "corrupt"),
         ("course_checkpoint", None, course),  # the course's own network, as the bundle shipped it before
@@ -371,19 +372,17 @@ def test_lab2_refused_checkpoints_earn_no_checkpoint_point(lab2, student, words)
 # ----------------------------------------------------------------------------------------------
 # Lab 3
 
-def grade_samples(lab, extra, tmp_path_factory):
-    """Grade one notebook per sample student of ``lab``: the solution, each mistake of
-    ``build.MISTAKES[lab]``, and the ``extra`` snippet students ({student: (snippet, lost checks)}).
-    Returns (the grader's run, its output folder, {student: the checks it must lose})."""
+def grade_samples(lab, tmp_path_factory):
+    """Grade one notebook per sample student of ``lab``: the solution and each of its typical mistakes
+    (``build.mistakes(lab)``). Returns (the grader's run, its output folder, {student: the checks it
+    must lose})."""
     if not (COURSE / "source" / lab / f"{lab}.ipynb").is_file():
         pytest.skip(f"no {lab} source notebook")
-    expected = {"solution": set(), **{m: lost for m, (_, lost) in build.MISTAKES[lab].items()},
-                **{s: lost for s, (_, lost) in extra.items()}}
+    expected = {"solution": set(), **{name: mistake.lost for name, mistake in build.mistakes(lab).items()}}
     root = tmp_path_factory.mktemp(lab)
     subs = root / "submissions"
     for student in expected:
-        replace = (None if student == "solution" else snippet("mistakes", extra[student][0]) if student in extra
-                   else build.mistake(lab, student))
+        replace = None if student == "solution" else build.mistake_code(lab, student)
         write(subs, student, notebook(lab, replace), lab=lab)
     return run_grade(lab, subs, root / "out", time_limit=300), root / "out", expected
 
@@ -413,7 +412,7 @@ def feedback(out, student) -> str:
 
 @pytest.fixture(scope="module")
 def lab3(tmp_path_factory):
-    return grade_samples("lab3_smoothap", {"cube": ("smoothap_cube", {"smooth_ap_loss.memory"})}, tmp_path_factory)
+    return grade_samples("lab3_smoothap", tmp_path_factory)
 
 
 def test_lab3_grades_the_solution_and_each_mistake_exactly(lab3):
@@ -429,7 +428,7 @@ def test_lab3_grades_the_solution_and_each_mistake_exactly(lab3):
 
 @pytest.fixture(scope="module")
 def lab4(tmp_path_factory):
-    return grade_samples("lab4_beyond", {"recall_loop": ("recall_loop", {"recall_at_k.vectorized"})}, tmp_path_factory)
+    return grade_samples("lab4_beyond", tmp_path_factory)
 
 
 def test_lab4_grades_the_solution_and_each_mistake_exactly(lab4):
@@ -447,9 +446,7 @@ def test_lab4_grades_the_solution_and_each_mistake_exactly(lab4):
 
 @pytest.fixture(scope="module")
 def lab5(tmp_path_factory):
-    # a loop in the miner is a loop in the two losses that call it
-    loops = {f"{f}.vectorized" for f in ("semihard_triplets", "semihard_triplet_loss", "dvml_loss")}
-    return grade_samples("lab5_dvml", {"semihard_loop": ("semihard_loop", loops)}, tmp_path_factory)
+    return grade_samples("lab5_dvml", tmp_path_factory)
 
 
 def test_lab5_grades_the_solution_and_each_mistake_exactly(lab5):

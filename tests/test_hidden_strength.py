@@ -1,12 +1,12 @@
 """The hidden checks alone catch every typical mistake, and accept every right answer.
 
-Every entry of the tables of typical mistakes (the snippets of ``submissions/mistakes/`` for Labs
-1 and 2, ``build.MISTAKES`` for Labs 3 to 5) must lose points on the hidden checks of the functions
-it changes, its fixed inputs and its random ones: their rows are clustered, margins and ties
-matter (a margin ignored, an anchor or query counted as its own positive, ties broken the other
-way). The reference earns every hidden point, and so do the snippets whose values are right (a
-loop, a [B, B, B] tensor: only the public checks of loops and memory see them), which proves
-the ties of the inputs are exact for any implementation.
+Every typical mistake of every lab (``tests/labs/mistakes/<lab>.py``, read by ``build.mistakes``)
+must lose points on the hidden checks of the functions it changes, its fixed inputs and its random
+ones: their rows are clustered, margins and ties matter (a margin ignored, an anchor or query
+counted as its own positive, ties broken the other way). The reference earns every hidden point,
+and so do the mistakes whose values are right (``right_values``: a loop, a [B, B, B] tensor: only
+the public checks of loops and memory see them), which proves the ties of the inputs are exact for
+any implementation.
 
 Each variant (the reference, a mistake) is the reference's functions with the variant's edits,
 every function renamed with a suffix of its own, so that all of them go through the grader's
@@ -35,35 +35,19 @@ from labtools.checks.registry import Context, checks_for
 sys.path.insert(0, str(Path(__file__).parent / "submissions"))
 import build  # noqa: E402
 
-MISTAKES_DIR = Path(__file__).parent / "submissions" / "mistakes"
-#: Snippets with right values whose code does not say so ("Right values, ...").
-RIGHT_VALUES = {"distances_loop", "semihard_loop"}
 HEADER = ["import math", "import torch", "from torch import nn", "from torch.nn import functional as F",
           "from labtools.validate import check_features, check_labels, check_pair, check_weights",
           "from labtools.models import extract_features"]
-#: Hidden checks left out: the file checks of a submitted checkpoint (tests/test_checkpoint_copies.py).
+#: Hidden checks left out: the file checks of a submitted checkpoint (tests/labs/test_lab2_triplet.py).
 FILE_CHECKS = "file"
 
 
-def lab_of(functions) -> str:
-    """The lab that grades the first of ``functions`` (Lab 2 for triplet_loss, pasted into Lab 3 ungraded)."""
-    for function in functions:
-        for lab, spec in labs.all_labs().items():
-            if function in spec.test_points:
-                return lab
-    raise ValueError(f"no lab grades any of {sorted(functions)}")
-
-
 def variants() -> dict[str, tuple[str, dict[str, str], bool]]:
-    """``{name: (lab, {function: source}, right values)}``: the reference, every snippet, every MISTAKES entry."""
+    """``{name: (lab, {function: source}, right values)}``: the reference and every lab's mistakes."""
     found = {"reference": ("", {}, True)}
-    for path in sorted(MISTAKES_DIR.glob("*.py")):
-        functions = build.snippet_functions(path)
-        right = path.stem in RIGHT_VALUES or "Right values" in path.read_text()
-        found[f"mistakes/{path.stem}"] = (lab_of(functions), functions, right)
-    for lab, table in build.MISTAKES.items():
-        for name in table:
-            found[f"{lab}/{name}"] = (lab, build.mistake(lab, name), False)
+    for lab in labs.lab_ids():
+        for name, mistake in build.mistakes(lab).items():
+            found[f"{lab}/{name}"] = (lab, build.mistake_code(lab, name), mistake.right_values)
     return found
 
 
@@ -154,11 +138,11 @@ def graded(tmp_path_factory):
 
 
 def test_every_table_entry_is_graded(graded):
-    snippets = {f"mistakes/{p.stem}" for p in MISTAKES_DIR.glob("*.py")}
-    table = {f"{lab}/{m}" for lab, t in build.MISTAKES.items() for m in t}
-    assert set(graded) == {"reference"} | snippets | table
-    for required in ("mistakes/triplet_anchor_positive", "mistakes/triplet_margin_ignored",
-                     "mistakes/map_query_included", "lab3_smoothap/query_included", "lab4_beyond/recall_query_included"):
+    table = {f"{lab}/{name}" for lab in labs.lab_ids() for name in build.mistakes(lab)}
+    assert set(graded) == {"reference"} | table
+    for required in ("lab2_triplet/triplet_anchor_positive", "lab2_triplet/triplet_margin_ignored",
+                     "lab1_retrieval/map_query_included", "lab3_smoothap/query_included",
+                     "lab4_beyond/recall_query_included"):
         assert required in graded and not graded[required][1], required
 
 

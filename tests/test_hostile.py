@@ -42,7 +42,6 @@ SECRET = "metric-lab-grader-secret-5f0c"
 FORBIDDEN_TEXT = ("Lab 1 reference: squared Euclidean", "Hidden checks: the student's functions", "SQLite format 3")
 DIST = {f"distances.{c}" for c in ("shape_dtype", "identical_opposite", "symmetric", "vectorized", "hidden_fixed",
                                     "hidden_random")}
-AP_VALUES = {f"evaluate_AP.{c}" for c in ("perfect_ranking", "hand_example", "hidden_fixed", "hidden_random")}
 MAP = {"evaluate_mAP.shapes", "evaluate_mAP.hidden_fixed", "evaluate_mAP.hidden_classifier"}
 
 
@@ -122,8 +121,8 @@ def hostile_class(root: Path, values: dict[str, str]) -> dict[str, tuple[set, se
 
     add("honest_a", build.student_notebook(LAB))
     add("honest_b", build.student_notebook(LAB))
-    add("ap_off_by_one", build.student_notebook(LAB, build.snippet_functions(
-        Path(__file__).parent / "submissions" / "mistakes" / "ap_off_by_one.py")), AP_VALUES | MAP)
+    add("ap_off_by_one", build.student_notebook(LAB, build.mistake_code(LAB, "ap_off_by_one")),
+        build.mistakes(LAB)["ap_off_by_one"].lost)
     for cell in ("cell_reads", "cell_writes", "cell_escape"):
         add(cell, notebook_with_cell(hostile_cell(cell, values)))
     # links beside the reader's notebook, to a course file and to the grader's package

@@ -103,7 +103,7 @@ def stubs(lab: str = LAB) -> dict[str, str]:
 
 def class_code() -> dict[str, dict[str, str]]:
     reference = build.reference_code()["triplet_loss"]
-    hinge_sign = build.snippet_functions(REPO / "tests" / "submissions" / "mistakes" / "hinge_sign.py")
+    hinge_sign = build.mistake_code(LAB, "hinge_sign")
     mine = {"ada": reference, "bob": disguised(reference), "cy": CY, "dee": DEE, "eve": hinge_sign["triplet_loss"]}
     return {student: {**stubs(), **({"triplet_loss": code} if code else {})}
             for student, code in {**mine, "sam": None}.items()}

@@ -14,9 +14,11 @@ from autograder.labs.lab3_smoothap import reference as lab3
 from autograder.labs.lab3_smoothap.reference import smooth_ap_loss
 from labtools.checks import loop_violations
 
-SUBMISSIONS = Path(__file__).parents[1] / "submissions"
-sys.path.insert(0, str(SUBMISSIONS))
+sys.path.insert(0, str(Path(__file__).parents[1] / "submissions"))
 import build  # noqa: E402
+
+LAB = "lab3_smoothap"
+MISTAKES = build.mistakes(LAB)
 
 
 def plain_smooth_ap(features, labels, tau, include_query=False):
@@ -203,8 +205,8 @@ def test_wrong_inputs_are_named(features, labels, tau, message):
 # the memory check: what torch's CPU allocator hands out, however the code builds its tensors
 
 
-def _snippet(name):
-    return build.snippet_functions(SUBMISSIONS / "mistakes" / f"{name}.py")["smooth_ap_loss"]
+def _mistake(name):
+    return build.mistake_code(LAB, name)["smooth_ap_loss"]
 
 
 def _measured(function, batch, **call):
@@ -303,7 +305,7 @@ def test_the_memory_check_in_the_sandbox(tmp_path, name):
     and the cube lose smooth_ap_loss.memory and only it; the reference passes."""
     from labtools.checks.engine import check_source
 
-    source = "import torch\n\n" + inspect.getsource(smooth_ap_loss) if name == "reference" else _snippet(name)
+    source = "import torch\n\n" + inspect.getsource(smooth_ap_loss) if name == "reference" else _mistake(name)
     results = {r.check.id: r for r in check_source(source, "lab3_smoothap", workroot=tmp_path)}
     lost = {cid: r.message for cid, r in results.items() if not r.passed}
     memory = results["smooth_ap_loss.memory"].message
@@ -317,11 +319,11 @@ def test_the_memory_check_in_the_sandbox(tmp_path, name):
 
 
 def test_a_loop_inside_a_vmapped_function_is_still_a_loop():
-    source = _snippet("smoothap_vmap").replace("        count = pos.sum()\n",
+    source = _mistake("smoothap_vmap").replace("        count = pos.sum()\n",
                                                 "        count = pos.sum()\n        for k in range(3):\n"
                                                 "            count = count + 0\n")
     assert any("a for loop" in p for p in loop_violations(source, "smooth_ap_loss"))
-    assert loop_violations(_snippet("smoothap_vmap"), "smooth_ap_loss") == []
+    assert loop_violations(_mistake("smoothap_vmap"), "smooth_ap_loss") == []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -330,21 +332,17 @@ def test_a_loop_inside_a_vmapped_function_is_still_a_loop():
 
 @pytest.mark.parametrize("mistake, lost_checks, hint", [
     (None, set(), None),
-    ("cube", {"smooth_ap_loss.memory"}, "like B^3"),
-    ("query_included", build.MISTAKES["lab3_smoothap"]["query_included"][1], "count as its own positive"),
-    ("wrong_sign", build.MISTAKES["lab3_smoothap"]["wrong_sign"][1], "check the sign of D_ij"),
-    ("tau_ignored", build.MISTAKES["lab3_smoothap"]["tau_ignored"][1], "tau seems ignored"),
+    ("smoothap_cube", MISTAKES["smoothap_cube"].lost, "like B^3"),
+    ("query_included", MISTAKES["query_included"].lost, "count as its own positive"),
+    ("wrong_sign", MISTAKES["wrong_sign"].lost, "check the sign of D_ij"),
+    ("tau_ignored", MISTAKES["tau_ignored"].lost, "tau seems ignored"),
 ])
 def test_lab3_mistakes_lose_exactly_their_checks(tmp_path, mistake, lost_checks, hint):
     """Query not excluded, wrong sign of D, tau ignored: values; the B^3 version: memory only."""
     from autograder.grading.trusted import grade_submission
 
-    if mistake == "cube":
-        replace = {"smooth_ap_loss": _snippet("smoothap_cube")}
-    else:
-        replace = build.mistake("lab3_smoothap", mistake) if mistake else None
-    path = build.write_submission(tmp_path / "s", "lab3_smoothap", replace=replace)
-    result = grade_submission(path, "lab3_smoothap", workroot=tmp_path)
+    path = build.write_submission(tmp_path / "s", LAB, replace=build.mistake_code(LAB, mistake) if mistake else None)
+    result = grade_submission(path, LAB, workroot=tmp_path)
     assert {c["check"] for c in result["checks"]} >= {"smooth_ap_loss.memory", "smooth_ap_loss.hidden_random"}
     lost = {c["check"] for c in result["checks"] if c["points"] < c["max_points"]}
     assert lost == lost_checks

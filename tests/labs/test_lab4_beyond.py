@@ -31,6 +31,9 @@ from labtools.checks import loop_violations
 sys.path.insert(0, str(Path(__file__).parents[1] / "submissions"))
 import build  # noqa: E402
 
+LAB = "lab4_beyond"
+MISTAKES = build.mistakes(LAB)
+
 KS = (1, 2, 4, 8, 16, 32)
 
 
@@ -470,8 +473,8 @@ def test_full_ranking_map_equals_pytorch_metric_learning_with_k_none():
 
 @pytest.mark.parametrize("mistake, lost_checks", [
     (None, set()),
-    ("head_without_layer_norm", build.MISTAKES["lab4_beyond"]["head_without_layer_norm"][1]),
-    ("recall_loop", {"recall_at_k.vectorized"}),
+    ("head_without_layer_norm", MISTAKES["head_without_layer_norm"].lost),
+    ("recall_loop", MISTAKES["recall_loop"].lost),
 ])
 def test_lab4_notebook_submissions_are_extracted_and_graded(tmp_path, mistake, lost_checks):
     """A Lab 4 notebook: its NormSoftmax class cell and its helpers (kmeans, contingency_table) are
@@ -479,16 +482,12 @@ def test_lab4_notebook_submissions_are_extracted_and_graded(tmp_path, mistake, l
     from autograder.grading.trusted import grade_submission
     from labtools.checks.submission import extract_submission
 
-    if mistake == "recall_loop":
-        replace = build.snippet_functions(Path(__file__).parents[1] / "submissions" / "mistakes" / "recall_loop.py")
-    else:
-        replace = build.mistake("lab4_beyond", mistake) if mistake else None
-    path = build.write_submission(tmp_path / "s", "lab4_beyond", replace=replace)
-    source = extract_submission(path, "lab4_beyond")
+    path = build.write_submission(tmp_path / "s", LAB, replace=build.mistake_code(LAB, mistake) if mistake else None)
+    source = extract_submission(path, LAB)
     for definition in ("class NormSoftmax(nn.Module):", "def kmeans(", "def contingency_table(", "def distances("):
         assert definition in source
     assert "from labtools.neighbors" not in source and "epshn_triplet_loss" not in source  # refused imports left out
-    result = grade_submission(path, "lab4_beyond", workroot=tmp_path)
+    result = grade_submission(path, LAB, workroot=tmp_path)
     lost = {c["check"] for c in result["checks"] if c["points"] < c["max_points"]}
     assert lost == lost_checks, {c["check"]: c["message"] for c in result["checks"] if c["check"] in lost}
     total = sum(c["points"] for c in result["checks"])

@@ -1,18 +1,24 @@
-"""Build sample submissions for the tests: the reference's code (or a snippet) put into a notebook.
+"""Build sample submissions for the tests: the reference's code, or a mistake's, put into a notebook.
 
 Nothing here is a copy of a solution: :func:`reference_code` reads the functions of
-``autograder.labs.<lab>.reference`` at test time, and the mistaken or hostile versions are small snippets
-(``lab1/*.py``, ``lab2/*.py``) whose functions replace the reference's. When the released notebook
-``notebooks/<lab>.ipynb`` exists its cells are used; otherwise a fixture notebook with the same
-nbgrader metadata is built (:func:`source_notebook`).
+``autograder.labs.<lab>.reference`` at test time. Each lab's typical mistakes are a table,
+``MISTAKES`` in ``tests/labs/mistakes/<lab>.py`` (:func:`mistakes`): each :class:`Mistake` is edits
+of the reference's source or a rewrite of some of its functions, and :func:`mistake_code` turns it
+into the functions that replace the reference's (tests/labs/test_every_lab.py checks that each loses
+exactly its checks; the hidden-check, hostile and end-to-end tests grade the same tables). Hostile
+versions are snippets (``hostile/*.py``) whose functions replace the reference's
+(:func:`snippet_functions`). When the released notebook ``notebooks/<lab>.ipynb`` exists its cells
+are used; otherwise a fixture notebook with the same nbgrader metadata is built (:func:`source_notebook`).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
+import importlib.util
 import inspect
-import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -25,84 +31,7 @@ REPO = HERE.parents[1]
 UNGRADED = {"lab1_retrieval": (), "lab2_triplet": ("distances", "evaluate_AP", "evaluate_mAP"),
             "lab3_smoothap": ("distances", "evaluate_AP", "evaluate_mAP", "triplet_loss"),
             "lab4_beyond": ("distances", "kmeans", "contingency_table")}
-#: Typical mistakes, made by editing the reference's source at test time, and the checks each must lose:
-#: ``{lab: {mistake: ([(old, new), ...], lost checks)}}``. An edit applies to every reference function
-#: that contains ``old``. A mistake in a helper also costs the checks of the graded functions that call
-#: it (Lab 5's dvml_loss uses the student's kl_divergence and semihard_triplet_loss). The same table
-#: drives the sandbox tests (tests/test_lab_checks.py) and the nbgrader runs (tests/test_grading_e2e.py).
-_SMOOTH_AP_VALUES = {f"smooth_ap_loss.{c}" for c in ("hand_example", "tau", "query_excluded", "hidden_fixed",
-                                                      "hidden_random")}
-_RECALL_VALUES = {f"recall_at_k.{c}" for c in ("hand_example", "leave_one_out", "singletons", "hidden_fixed",
-                                                 "hidden_random")}
-_KL = {"kl_divergence.hand_example", "kl_divergence.hidden_fixed", "kl_divergence.hidden_random"}
-_DVML_VALUES = {"dvml_loss.hidden_fixed", "dvml_loss.hidden_random"}
-_SEMIHARD_LOSS = {"semihard_triplet_loss.hand_example", "semihard_triplet_loss.hidden_fixed",
-                  "semihard_triplet_loss.hidden_random", "dvml_loss.triplet_terms"} | _DVML_VALUES
-MISTAKES = {
-    "lab3_smoothap": {
-        "query_included": ([("not_query = index[None, :] != index[:, None]",
-                             "not_query = torch.ones(len(labels), len(labels), dtype=torch.bool, device=labels.device)")],
-                           _SMOOTH_AP_VALUES | {"smooth_ap_loss.range"}),
-        "wrong_sign": ([("(sim[:, None, :] - s_pos[:, :, None])", "(s_pos[:, :, None] - sim[:, None, :])")],
-                       _SMOOTH_AP_VALUES | {"smooth_ap_loss.perfect_ranking"}),
-        "tau_ignored": ([("/ tau)", ")")], _SMOOTH_AP_VALUES | {"smooth_ap_loss.perfect_ranking"}),
-    },
-    "lab4_beyond": {
-        # the query is its own nearest neighbour: every Recall@K is 1
-        "recall_query_included": ([("dist.fill_diagonal_(math.inf)  # a query is not its own neighbour", "")],
-                                  _RECALL_VALUES),
-        # items tied with the nearest positive push it down (the hidden inputs have exact ties)
-        "recall_ties_count_against": ([("rank = 1 + (dist < nearest_positive[:, None]).sum(dim=1)",
-                                        "rank = 1 + (dist < nearest_positive[:, None]).sum(dim=1)"
-                                        " + ((dist == nearest_positive[:, None]) & ~same).sum(dim=1)")],
-                                      {"recall_at_k.hand_example", "recall_at_k.hidden_fixed",
-                                       "recall_at_k.hidden_random"}),
-        # NMI normalized by the larger entropy: the public examples have equal entropies, only the hidden checks see it
-        "nmi_max_normalization": ([("(mutual_information / ((h_labels + h_clusters) / 2))",
-                                    "(mutual_information / torch.maximum(h_labels, h_clusters))")],
-                                  {"nmi.hidden_fixed", "nmi.hidden_random"}),
-        # F1 over ordered pairs, each item also paired with itself (perfect clusters still give F1 = 1)
-        "f1_ordered_pairs": ([("both = (table * (table - 1) / 2).sum()", "both = (table * table).sum()"),
-                              ("(table.sum(dim=1) * (table.sum(dim=1) - 1) / 2).sum()", "(table.sum(dim=1) ** 2).sum()"),
-                              ("(table.sum(dim=0) * (table.sum(dim=0) - 1) / 2).sum()", "(table.sum(dim=0) ** 2).sum()")],
-                             {"f1.mixed", "f1.hand_example", "f1.hidden_fixed", "f1.hidden_random"}),
-        # the head L2-normalizes without layer-normalizing first
-        "head_without_layer_norm": ([("x = F.layer_norm(x, x.shape[-1:])", "pass")],
-                                    {"NormSoftmax.layer_norm", "NormSoftmax.hidden_random"}),
-        "head_with_learned_layer_norm": ([("x = F.layer_norm(x, x.shape[-1:])", "x = F.normalize(x, dim=1) * 4")],
-                                         {"NormSoftmax.layer_norm", "NormSoftmax.hidden_random"}),
-        # the logits are the bare cosines (the normalization check runs at temperature 1, where this changes nothing)
-        "temperature_ignored": ([(".T / temperature  # [B, C]", ".T  # [B, C]")],
-                                {"norm_softmax_loss.hand_example", "norm_softmax_loss.hidden_fixed",
-                                 "norm_softmax_loss.hidden_random"}),
-        # the angular margin on every class, not only the true one (margin 0 is right whatever gets it)
-        "arcface_margin_on_every_class": ([("logits = cos.scatter(1, labels[:, None], true_logit)",
-                                            "logits = torch.cos(torch.acos(cos.clamp(-1, 1)) + margin)")],
-                                          {"arcface_loss.hand_example", "arcface_loss.hidden_fixed",
-                                           "arcface_loss.hidden_random"}),
-        "arcface_margin_on_the_cosine": ([("torch.cos(theta + margin)", "true_cos - margin")],
-                                         {"arcface_loss.hand_example", "arcface_loss.hidden_fixed",
-                                          "arcface_loss.hidden_random"}),
-    },
-    "lab5_dvml": {
-        "kl_summed_over_the_batch": ([("(logvar.exp() + mu.square() - 1 - logvar).sum(dim=1).mean()",
-                                       "(logvar.exp() + mu.square() - 1 - logvar).sum()")],
-                                     _KL | {"dvml_loss.kl_and_reconstruction"} | _DVML_VALUES),
-        "sigma_is_exp_logvar": ([("return mu + (0.5 * logvar).exp() * eps", "return mu + logvar.exp() * eps")],
-                                {"reparameterize.moments", "reparameterize.hidden_fixed"}),
-        "hard_negatives_too": ([(" & (an > ap) & ", " & ")],
-                               {"semihard_triplets.hand_example", "semihard_triplets.margin",
-                                "semihard_triplets.hidden_fixed", "semihard_triplets.hidden_random"} | _SEMIHARD_LOSS),
-        # a negative exactly as far as the positive taken as semi-hard: only inputs with exact ties see it
-        "semihard_ties_included": ([("(an > ap)", "(an >= ap)")],
-                                   {"semihard_triplets.hidden_fixed", "semihard_triplets.hidden_random",
-                                    "semihard_triplet_loss.hidden_fixed", "semihard_triplet_loss.hidden_random"}),
-        "hinges_summed": ([("return hinge.sum() / max(len(a), 1)", "return hinge.sum()")], _SEMIHARD_LOSS),
-        "reconstruction_summed": ([('"reconstruction": F.mse_loss(reconstruction, features.detach()),',
-                                    '"reconstruction": F.mse_loss(reconstruction, features.detach(), reduction="sum"),')],
-                                  {"dvml_loss.kl_and_reconstruction"} | _DVML_VALUES),
-    },
-}
+MISTAKES_DIR = HERE.parent / "labs" / "mistakes"
 HEADER = "import torch\nfrom labtools.models import ConvNet, extract_features, load_checkpoint, save_checkpoint\n"
 
 
@@ -123,16 +52,63 @@ def reference_code() -> dict[str, str]:
     return code
 
 
-def mistake(lab: str, name: str) -> dict[str, str]:
-    """``{function: source}``: the reference functions that :data:`MISTAKES` ``[lab][name]`` edits, edited."""
+@dataclass(frozen=True)
+class Mistake:
+    """A typical mistake in a lab's graded code, and the checks it must lose.
+
+    Either ``edits`` of the reference's source, ``(old, new)`` pairs each applied to every reference
+    function that contains ``old``, or a ``rewrite``: code whose top-level functions replace the
+    reference's (each with the rewrite's imports in front). ``lost``: every check it loses when its lab grades it,
+    public and hidden (the file checks of a submitted checkpoint left out); a mistake in a helper
+    also costs the checks of the graded functions that call it. ``right_values``: its values are
+    right (a loop, a [B, B, B] tensor), so the hidden checks, which compare values, must accept it.
+    """
+
+    lost: frozenset[str]
+    edits: tuple[tuple[str, str], ...] = ()
+    rewrite: str = ""
+    right_values: bool = False
+
+    def __post_init__(self):
+        if bool(self.edits) == bool(self.rewrite):
+            raise ValueError("a Mistake is either edits of the reference or a rewrite")
+        object.__setattr__(self, "lost", frozenset(self.lost))
+        object.__setattr__(self, "edits", tuple(self.edits))
+
+
+@functools.cache
+def mistakes(lab: str) -> dict[str, Mistake]:
+    """``{name: Mistake}``: the typical mistakes of ``lab``, its ``tests/labs/mistakes/<lab>.py``."""
+    spec = importlib.util.spec_from_file_location(f"mistakes_{lab}", MISTAKES_DIR / f"{lab}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.MISTAKES
+
+
+def mistake_code(lab: str, name: str) -> dict[str, str]:
+    """``{function: source}``: the functions that ``lab``'s mistake ``name`` replaces, as it writes them
+    (a rewrite's functions; for edits, the reference functions they change, edited)."""
+    mistake = mistakes(lab)[name]
+    if mistake.rewrite:
+        return functions_of(mistake.rewrite)
     reference, replaced = reference_code(), {}
-    for old, new in MISTAKES[lab][name][0]:
+    for old, new in mistake.edits:
         hits = [function for function, source in {**reference, **replaced}.items() if old in source]
         if not hits:
-            raise ValueError(f"no reference function of {lab} contains {old!r} any more: update MISTAKES")
+            raise ValueError(f"no reference function of {lab} contains {old!r} any more: update {name} "
+                             f"in {MISTAKES_DIR / lab}.py")
         for function in hits:
             replaced[function] = replaced.get(function, reference[function]).replace(old, new)
     return replaced
+
+
+def functions_of(text: str) -> dict[str, str]:
+    """The top-level functions of ``text`` by name, each with the imports of ``text`` in front."""
+    tree = ast.parse(text)
+    imports = "".join(ast.get_source_segment(text, n) + "\n" for n in tree.body
+                      if isinstance(n, (ast.Import, ast.ImportFrom)))
+    return {n.name: imports + ast.get_source_segment(text, n) + "\n" for n in tree.body
+            if isinstance(n, ast.FunctionDef)}
 
 
 def snippet_functions(path: Path) -> dict[str, str]:
@@ -140,12 +116,7 @@ def snippet_functions(path: Path) -> dict[str, str]:
 
     ``@REPO@`` in a snippet stands for this checkout's root (hostile snippets aim at its files).
     """
-    text = path.read_text().replace("@REPO@", str(REPO))
-    tree = ast.parse(text)
-    imports = "".join(ast.get_source_segment(text, n) + "\n" for n in tree.body
-                      if isinstance(n, (ast.Import, ast.ImportFrom)))
-    return {n.name: imports + ast.get_source_segment(text, n) + "\n" for n in tree.body
-            if isinstance(n, ast.FunctionDef)}
+    return functions_of(path.read_text().replace("@REPO@", str(REPO)))
 
 
 def _meta(grade_id, *, grade, solution, locked, points=None):
