@@ -29,7 +29,7 @@ demo: setup
 	$(BIN)/python -m autograder demo --out $(OUT)/demo
 
 test: setup
-	LABTOOLS_FAST=1 $(BIN)/python -m pytest -p no:cacheprovider tests
+	LABTOOLS_FAST=1 $(BIN)/python -m pytest -p no:cacheprovider --durations=40 tests
 	LABTOOLS_FAST=1 $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax autograder/course/source
 
 notebooks: setup
