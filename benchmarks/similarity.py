@@ -45,9 +45,10 @@ def versions() -> dict[str, list[str]]:
     import nbformat
 
     pools = {name: [code] for name, code in build.reference_code().items()}
-    for snippet in sorted((SUBMISSIONS / "mistakes").glob("*.py")):
-        for name, code in build.snippet_functions(snippet).items():
-            pools.setdefault(name, []).append(code)
+    for lab in build.labs.lab_ids():
+        for mistake in build.mistakes(lab):
+            for name, code in build.mistake_code(lab, mistake).items():
+                pools.setdefault(name, []).append(code)
     release = nbformat.read(RELEASE_DIR / f"{LAB}.ipynb", as_version=4)
     stubs = {c.metadata["nbgrader"]["grade_id"]: c.source for c in release.cells
              if c.get("metadata", {}).get("nbgrader", {}).get("solution")}

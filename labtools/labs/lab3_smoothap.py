@@ -45,7 +45,7 @@ def smooth_ap_batch(classes: int, per_class: int, d: int = 8, seed: int = 3, ins
 #: The memory check of smooth_ap_loss: batches of m = MEMORY_PER_CLASS images per class; at the
 #: larger the call and its backward pass must stay within MEMORY_BOUND_UNITS [B, m, B] float32
 #: tensors (12.6 MB at B = 256; a [B, B, B] tensor is 16.8 MB in bool, 67 MB in float32; the peaks
-#: the reference and the typical mistakes reach are measured by tests/test_smoothap.py), and grow less than MEMORY_GROWTH_LIMIT from the
+#: the reference and the typical mistakes reach are measured by tests/labs/test_lab3_smoothap.py), and grow less than MEMORY_GROWTH_LIMIT from the
 #: smaller (B^2 m: 4x; B^3: 8x).
 MEMORY_BATCHES, MEMORY_PER_CLASS, MEMORY_BOUND_UNITS, MEMORY_GROWTH_LIMIT = (128, 256), 4, 12, 2 ** 2.5
 

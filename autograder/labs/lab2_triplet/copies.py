@@ -24,7 +24,7 @@ from autograder.paths import REPO_MODELS, grader_models_dir
 #: above: the closest to any of the course's networks is the untrained seed-0 ConvNet at 0.26 (from
 #: the Lab 4 EPSHN backbones trained 10 epochs from it), the closest two of the course's networks are
 #: at 0.31, a network trained for one epoch from seed 0 or 1 is at 1.2 or more from all of them, and
-#: 100 SGD steps (lr 0.02) of fine-tuning move mnist_triplet by 0.028 (tests/test_checkpoint_copies.py
+#: 100 SGD steps (lr 0.02) of fine-tuning move mnist_triplet by 0.028 (tests/labs/test_lab2_triplet.py
 #: and tests/test_grading_e2e.py measure these cases).
 NEAR_COPY = 0.01
 #: The layers of ConvNet.features (``10`` is the classification layer, which the features do not use).
