@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "submissions"))
 import build  # noqa: E402
 
+from autograder.paths import COURSE_DIR, RELEASE_DIR
 from labtools import labs  # noqa: E402
 from labtools.checks import (  # noqa: E402
     SubmissionError, extract_submission, loop_violations, policy_violations, run_public_checks,
@@ -117,10 +118,9 @@ def test_sandboxed_grading_of_mistakes_and_hostile_code(tmp_path, kind, name, fa
     expected = {cid for cid in checks if any(cid == f or (f.endswith(".") and cid.startswith(f)) for f in failing)}
     affected = {cid for cid in lost if cid.startswith("evaluate_mAP.")}  # evaluate_mAP calls the others
     assert lost - affected == expected, (lost, expected)
-    assert not (REPO_COURSE / "pwned.pt").exists()
+    assert not (COURSE_DIR / "pwned.pt").exists()
 
 
-REPO_COURSE = Path(__file__).resolve().parents[1] / "autograder" / "course"
 
 
 def test_rule_violation_costs_only_the_function_and_its_callers():
@@ -311,6 +311,6 @@ def test_nbgrader_metadata_of_the_wrong_type_is_ignored_not_a_grader_error(tmp_p
     result = grade_submission(path, "lab1_retrieval", workroot=tmp_path)
     assert not any(c["grader_error"] for c in result["checks"])
     assert all(c["points"] == c["max_points"] for c in result["checks"] if c["check"].startswith("evaluate_AP."))
-    release = REPO_COURSE.parents[1] / "notebooks" / "lab1_retrieval.ipynb"
+    release = RELEASE_DIR / "lab1_retrieval.ipynb"
     notes = repair_notebook(path, release)
     assert any("unknown or duplicate nbgrader metadata" in n for n in notes)

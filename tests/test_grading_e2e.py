@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent / "submissions"))
 import build  # noqa: E402
 from gradebook_rows import lost, mnist_available, read_grades  # noqa: E402
 
+from autograder.paths import REPO
 from labtools import labs  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 COURSE = REPO / "autograder" / "course"
 HOSTILE = Path(__file__).parent / "submissions" / "hostile"
 

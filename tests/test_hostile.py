@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).parent / "submissions"))
 import build  # noqa: E402
 from gradebook_rows import lost, mnist_available, read_grades  # noqa: E402
 
+from autograder.paths import REPO
 from labtools import sandbox  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 HOSTILE = Path(__file__).parent / "submissions" / "hostile"
 LAB = "lab1_retrieval"
 SECRET = "metric-lab-grader-secret-5f0c"

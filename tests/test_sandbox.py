@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from autograder.paths import REPO
 from labtools import sandbox
 
-REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(sandbox.unavailable_reason() is not None,
                                 reason=f"no sandbox: {sandbox.unavailable_reason()}")

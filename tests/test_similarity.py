@@ -23,6 +23,7 @@ import nbformat
 import pytest
 import torch
 
+from autograder.paths import REPO
 from autograder.__main__ import main
 from autograder.similarity import compare, similarity
 from autograder.similarity.functions import source_functions
@@ -34,7 +35,6 @@ from labtools.models import ConvNet, save_checkpoint
 sys.path.insert(0, str(Path(__file__).resolve().parent / "submissions"))
 import build  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 LAB = "lab2_triplet"
 RELEASE = REPO / "notebooks" / f"{LAB}.ipynb"
 COURSE_TRIPLET = REPO / "models" / "mnist_triplet.pt"
