@@ -9,7 +9,7 @@ LAB ?= lab1_retrieval
 SUBMISSIONS ?= submissions
 OUT ?= out
 
-.PHONY: setup demo test release grade notebooks
+.PHONY: setup demo test test-cards release grade notebooks
 
 setup: $(VENV)/.installed
 	@command -v bwrap >/dev/null || echo "NOTE: bubblewrap (bwrap) is missing: 'python -m autograder grade' needs it to" \
@@ -31,6 +31,10 @@ demo: setup
 test: setup
 	LABTOOLS_FAST=1 $(BIN)/python -m pytest -p no:cacheprovider --durations=40 tests
 	LABTOOLS_FAST=1 $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax autograder/course/source
+
+# every shipped card measured again, Lab 4's runs on all classes included (tests/labs/test_lab4_study.py)
+test-cards: setup
+	LABTOOLS_ALL_CARDS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/labs -k remeasurement
 
 notebooks: setup
 	$(BIN)/python -m autograder.notebooks build

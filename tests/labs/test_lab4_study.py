@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 from contextlib import contextmanager
 
 import pytest
@@ -15,6 +16,10 @@ from labtools import neighbors
 from labtools.models import EmbeddingNet, load_checkpoint
 
 CARDS = sorted(OUT_DIR.glob("*.json"))
+#: The cards measured again by every run of the suite: the held-out runs, the study's subject, always;
+#: the runs on all classes, the slowest tests of the suite (each embeds 64,000 images), with
+#: LABTOOLS_ALL_CARDS=1 (``make test-cards``); every card's fields are checked by every run.
+REMEASURED = [p for p in CARDS if p.stem.endswith("_heldout") or os.environ.get("LABTOOLS_ALL_CARDS") == "1"]
 
 
 def test_twenty_runs_two_datasets_five_losses_all_classes_or_two_held_out():
@@ -50,7 +55,7 @@ def test_card_describes_its_weights(card_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("card_path", CARDS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("card_path", REMEASURED, ids=lambda p: p.stem)
 def test_card_scores_match_a_remeasurement(card_path, require_data):
     require_data(json.loads(card_path.read_text())["dataset"])
     stated, measured = remeasure(RUNS[card_path.stem])
@@ -67,11 +72,13 @@ def test_rescoring_rewrites_the_scores_not_the_weights(tmp_path, require_data):
     for suffix in (".pt", ".json"):
         (tmp_path / f"{name}{suffix}").write_bytes((OUT_DIR / f"{name}{suffix}").read_bytes())
     card = json.loads((tmp_path / f"{name}.json").read_text())
+    shipped_scores = flat_scores(card["scores"])  # measured again by test_card_scores_match_a_remeasurement
     card["scores"]["p_at_1"] = 0.0
     (tmp_path / f"{name}.json").write_text(json.dumps(card))
     rescored = rescore_run(RUNS[name], out=tmp_path)
-    stated, measured = remeasure(RUNS[name], out=tmp_path)
-    assert stated == measured == rescored["scores"] and stated["p_at_1"] > 0.9
+    measured = json.loads((tmp_path / f"{name}.json").read_text())["scores"]
+    assert measured == rescored["scores"] and measured["p_at_1"] > 0.9
+    assert flat_scores(measured) == pytest.approx(shipped_scores, abs=2e-4)
     assert hashlib.sha256((tmp_path / f"{name}.pt").read_bytes()).hexdigest() == rescored["sha256"]
     net, record = load_checkpoint(tmp_path / f"{name}.pt")
     shipped, _ = load_checkpoint(OUT_DIR / f"{name}.pt")
