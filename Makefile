@@ -45,3 +45,44 @@ release: setup
 
 grade: setup
 	$(BIN)/python -m autograder grade $(LAB) $(SUBMISSIONS) --out $(OUT)/grades/$(LAB)
+
+# ----------------------------------------------------------------------------- the course on this machine
+# `make course [STUDENTS=3] [PORT=8765]` (root): JupyterHub on 127.0.0.1 with the instructor's nbgrader
+# course and student logins (autograder/hub/); `make course-down` stops it. STUDENTS and PORT count
+# only when given on the command line (a PORT in the environment is often another program's).
+HUB := .hub
+CHP := $(HUB)/node_modules/.bin/configurable-http-proxy
+COURSE_ARGS := $(if $(filter command line,$(origin STUDENTS)),--students $(STUDENTS)) \
+               $(if $(filter command line,$(origin PORT)),--port $(PORT))
+
+.PHONY: course course-down course-status course-proxy course-proxy-if-npm
+
+course: setup course-proxy
+	$(BIN)/python -m autograder course up $(COURSE_ARGS)
+
+course-down:
+	$(BIN)/python -m autograder course down
+
+course-status:
+	$(BIN)/python -m autograder course status
+
+# the hub's proxy, configurable-http-proxy 5.3.0 (autograder/hub/package-lock.json), from npm into .hub/
+course-proxy: $(CHP)
+
+$(CHP): autograder/hub/package.json autograder/hub/package-lock.json
+	@command -v npm >/dev/null || { echo "make course needs node and npm for the hub's proxy" \
+	  "(configurable-http-proxy): install them, e.g. sudo apt-get install nodejs npm"; exit 1; }
+	mkdir -p $(HUB)
+	echo '*' > $(HUB)/.gitignore
+	cp autograder/hub/package.json autograder/hub/package-lock.json $(HUB)/
+	cd $(HUB) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# make test installs the proxy too where npm is (tests/test_course_hub.py skips without it)
+test: course-proxy-if-npm
+
+course-proxy-if-npm:
+	@if ! command -v npm >/dev/null; then \
+	  echo "NOTE: npm is missing: tests/test_course_hub.py will be skipped (make course needs node and npm)."; \
+	elif ! $(MAKE) --no-print-directory course-proxy; then \
+	  echo "NOTE: the proxy's npm install failed: tests/test_course_hub.py will be skipped."; fi

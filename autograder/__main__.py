@@ -60,6 +60,15 @@ def main(argv=None) -> int:
     check.add_argument("--lab", default=None)
     check.add_argument("--no-sandbox", action="store_true", help="run the checks without the OS sandbox")
 
+    course = commands.add_parser("course", add_help=False, help="the course on this machine: JupyterHub with the "
+                                 "instructor's nbgrader course and student logins (up, down, status; root)")
+    course.add_argument("arguments", nargs=argparse.REMAINDER, help="up [--students N] [--port P] | down | status")
+
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["course"]:  # its own parser: python -m autograder course --help lists up, down, status
+        from autograder.hub.cli import main as course_main
+
+        return course_main(arguments[1:])
     args = parser.parse_args(argv)
     if args.command == "grade":
         from pathlib import Path

@@ -1,0 +1,255 @@
+"""The course on one machine (``python -m autograder course up|down``), for real: JupyterHub, its proxy,
+system users, nbgrader's exchange and formgrader.
+
+As root, with the proxy installed (``make course-proxy``), one course is brought up for the module
+with two students on a free port and logins of its own (``mltest-teacher``, ``mltest-s01``,
+``mltest-s02``: a course someone runs on the machine is never touched), in a state folder of its
+own under ``.hub/``. A student logs in through the hub's login form, starts a server, fetches and
+submits a lab through the Assignment List's server API and cannot reach formgrader; the instructor's
+formgrader API lists the five labs with their points and, after collecting, the submission;
+``down`` leaves no process of the hub, the proxy or the servers. The users, their homes and the
+state folder are removed at the end. About 50 s on a 2-core machine (most of it the servers' start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autograder.hub import CourseError, down, status, up
+from autograder.hub import processes
+from autograder.hub.accounts import runuser, uid_of
+from autograder.hub.layout import HUB_DIR, PROXY, course_labs
+
+INSTRUCTOR, PREFIX = "mltest-teacher", "mltest-s"
+STUDENT, OTHER = "mltest-s01", "mltest-s02"
+
+
+def _skip_reason() -> str | None:
+    if sys.platform != "linux":
+        return "the course runs on Linux only (system users, /proc)"
+    if os.geteuid() != 0:
+        return "bringing the course up needs root: it creates system users (nbgrader's exchange tells students apart by Unix identity)"
+    if not PROXY.exists():
+        return f"the hub's proxy is not installed ({PROXY}): make course-proxy (needs npm)"
+    if shutil.which("useradd") is None:
+        return "useradd is missing (the course creates system users)"
+    return None
+
+
+needs_hub = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+
+requests = pytest.importorskip("requests")
+
+
+@pytest.fixture(scope="module")
+def course():
+    state = HUB_DIR / f"test-course-{os.getpid()}"
+    port = processes.free_port()
+    try:
+        started = up(students=2, port=port, state_dir=state, instructor=INSTRUCTOR, student_prefix=PREFIX)
+        yield started
+    finally:
+        try:
+            down(state, purge=True)
+        except CourseError as error:  # pragma: no cover - the test of down says what still runs
+            print(error)
+
+
+def login(course, user: str, password: str | None = None) -> requests.Session:
+    """A session logged in through the hub's login form (JupyterHub wants the form's _xsrf token back)."""
+    session = requests.Session()
+    page = session.get(course.url + "hub/login", timeout=30)
+    token = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+    answer = session.post(course.url + "hub/login", timeout=30, allow_redirects=False,
+                          data={"username": user, "password": password or course.passwords[user], "_xsrf": token})
+    session.login_status = answer.status_code
+    return session
+
+
+def start_server(course, session: requests.Session, user: str) -> None:
+    """Ask the hub's REST API to start ``user``'s server (with the session's cookie and _xsrf)."""
+    answer = session.post(f"{course.url}hub/api/users/{user}/server", timeout=30,
+                          headers={"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/")})
+    assert answer.status_code in (201, 202), answer.text
+
+
+def wait_ready(course, session: requests.Session, user: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = session.get(f"{course.url}hub/api/users/{user}", timeout=30,
+                            headers={"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/")}).json()
+        server = model.get("servers", {}).get("")
+        if server and server.get("ready"):
+            return server
+        time.sleep(0.5)
+    raise AssertionError(f"{user}'s server not ready after {timeout} s; hub log:\n{Path(course.log).read_text()[-3000:]}")
+
+
+def page_config(html: str) -> dict:
+    return json.loads(re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', html, re.S).group(1))
+
+
+@pytest.fixture(scope="module")
+def sessions(course):
+    """The student's and the instructor's sessions, both servers started (in parallel) and ready."""
+    student, instructor = login(course, STUDENT), login(course, INSTRUCTOR)
+    assert (student.login_status, instructor.login_status) == (302, 302)
+    start_server(course, student, STUDENT)
+    start_server(course, instructor, INSTRUCTOR)
+    for session, user in ((student, STUDENT), (instructor, INSTRUCTOR)):
+        wait_ready(course, session, user)
+        lab = session.get(f"{course.url}user/{user}/lab", timeout=60)  # the OAuth round trip sets the server's cookie
+        assert lab.status_code == 200 and lab.url.endswith(f"/user/{user}/lab"), lab.url
+        session.lab_page = lab.text
+    return {STUDENT: student, INSTRUCTOR: instructor}
+
+
+def xsrf(session, user: str) -> dict:
+    return {"X-XSRFToken": session.cookies.get("_xsrf", path=f"/user/{user}/")}
+
+
+@needs_hub
+def test_up_releases_the_labs_and_is_idempotent(course):
+    labs = course_labs()
+    assert len(labs) == 5 and sorted(course.max_score) == labs
+    assert all(points > 0 for points in course.max_score.values()), course.max_score
+    outbound = Path(course.exchange) / course.course_id / "outbound"
+    assert sorted(p.name for p in outbound.iterdir()) == labs
+    assert os.stat(course.exchange).st_mode & 0o7777 == 0o1777  # nbgrader's exchange: world-writable, sticky
+    again = up(students=2, port=course.port, state_dir=course.state, instructor=INSTRUCTOR, student_prefix=PREFIX)
+    assert again.already_running and again.hub_pid == course.hub_pid
+    assert status(course.state).url == course.url
+
+
+@needs_hub
+def test_wrong_password_is_refused(course):
+    assert login(course, STUDENT, password=course.passwords[OTHER]).login_status != 302
+    assert login(course, INSTRUCTOR, password=course.passwords[STUDENT]).login_status != 302
+
+
+@needs_hub
+def test_student_server_runs_the_kit_as_the_student(course, sessions):
+    (pid,) = [p for p in processes.processes_of({uid_of(STUDENT)}) if "jupyterhub-singleuser" in processes.cmdline(p)]
+    environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+    assert processes.cmdline(pid).split()[1] == str(Path(sys.prefix) / "bin" / "jupyterhub-singleuser")
+    if os.environ.get("LABTOOLS_DATA"):
+        assert environ["LABTOOLS_DATA"] == os.environ["LABTOOLS_DATA"]
+    check = ("import labtools, labtools.paths as p; r = p.resolve_data_root(); "
+             "print(labtools.__file__, sorted(q.name for q in r.iterdir()) if r.is_dir() else 'no data root')")
+    result = subprocess.run([runuser(), "-u", STUDENT, "--", sys.executable, "-c", check], capture_output=True,
+                            text=True, cwd="/", env={**environ, "PATH": environ["PATH"]})
+    assert result.returncode == 0, result.stderr
+    if os.environ.get("LABTOOLS_DATA"):
+        assert "MNIST" in result.stdout, result.stdout
+
+
+@needs_hub
+def test_student_sees_the_student_side_only(course, sessions):
+    student = sessions[STUDENT]
+    disabled = page_config(student.lab_page).get("disabledExtensions", [])
+    assert {"@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:create-assignment",
+            "@jupyter/nbgrader:course-list"} <= set(disabled)
+    assert not {"@jupyter/nbgrader:assignment-list", "@jupyter/nbgrader:validate-assignment"} & set(disabled)
+    assert student.get(f"{course.url}user/{STUDENT}/formgrader/api/assignments", timeout=30).status_code in (403, 404)
+    assert student.get(f"{course.url}user/{STUDENT}/formgrader", timeout=30).status_code in (403, 404)
+    instructor_page = page_config(sessions[INSTRUCTOR].lab_page).get("disabledExtensions", [])
+    assert "@jupyter/nbgrader:formgrader" not in instructor_page
+
+
+@needs_hub
+def test_student_fetches_and_submits_through_the_exchange(course, sessions):
+    student, base = sessions[STUDENT], f"{course.url}user/{STUDENT}/assignments"
+    listed = student.get(base, params={"course_id": course.course_id}, timeout=60).json()
+    assert listed["success"] and {a["assignment_id"] for a in listed["value"]} == set(course_labs())
+    form = {"course_id": course.course_id, "assignment_id": "lab1_retrieval"}
+    fetched = student.post(base + "/fetch", data=form, headers=xsrf(student, STUDENT), timeout=60).json()
+    assert fetched["success"], fetched
+    notebook = Path("/home") / STUDENT / "lab1_retrieval" / "lab1_retrieval.ipynb"
+    assert notebook.is_file() and notebook.stat().st_uid == uid_of(STUDENT)
+    submitted = student.post(base + "/submit", data=form, headers=xsrf(student, STUDENT), timeout=60).json()
+    assert submitted["success"], submitted
+    inbound = Path(course.exchange) / course.course_id / "inbound"
+    (entry,) = [p for p in inbound.iterdir() if p.name.startswith(f"{STUDENT}+lab1_retrieval+")]
+    assert entry.stat().st_uid == uid_of(STUDENT)
+
+
+@needs_hub
+def test_formgrader_lists_the_labs_and_the_submission(course, sessions):
+    instructor, base = sessions[INSTRUCTOR], f"{course.url}user/{INSTRUCTOR}/formgrader"
+    assignments = instructor.get(base + "/api/assignments", timeout=60).json()
+    assert sorted(a["name"] for a in assignments) == course_labs()
+    assert all(a["max_score"] > 0 and a["status"] == "released" for a in assignments), assignments
+    students = {s["id"] for s in instructor.get(base + "/api/students", timeout=60).json()}
+    assert students == {STUDENT, OTHER}
+    collected = instructor.post(base + "/api/assignment/lab1_retrieval/collect", headers=xsrf(instructor, INSTRUCTOR),
+                                timeout=120).json()
+    assert collected["success"], collected
+    submissions = instructor.get(base + "/api/submissions/lab1_retrieval", timeout=60).json()
+    assert [s["student"] for s in submissions if s["submitted"]] == [STUDENT]
+
+
+@needs_hub
+def test_down_leaves_nothing_running(course, sessions):
+    users = [INSTRUCTOR, STUDENT, OTHER]
+    servers = processes.processes_of({uid_of(u) for u in users})
+    assert len(servers) >= 2  # the two single-user servers (and whatever they started)
+    proxy = processes.read_pid(Path(course.state) / "hub" / "jupyterhub-proxy.pid")
+    assert proxy and processes.alive(proxy)
+    stopped = down(course.state)
+    assert stopped[0] == f"hub (pid {course.hub_pid})" and any(s.startswith("proxy") for s in stopped), stopped
+    assert not processes.alive(course.hub_pid) and not processes.alive(proxy)
+    assert not any(processes.alive(pid) for pid in servers)
+    assert processes.processes_of({uid_of(u) for u in users}) == []
+    ours, uids = {course.hub_pid, proxy, *servers}, {uid_of(u) for u in users}
+    ps = subprocess.run(["ps", "-eo", "pid=,stat=,uid=,args="], capture_output=True, text=True).stdout
+    running = [line for line in ps.splitlines() if (int(line.split()[0]) in ours or int(line.split()[2]) in uids)
+               and not line.split()[1].startswith("Z")]
+    assert running == [], running
+    assert not processes.port_in_use(course.port)
+    assert status(course.state) is None and down(course.state) == []
+
+
+def test_up_says_it_needs_root(monkeypatch, tmp_path):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(CourseError, match="which needs root. Run it as root, e.g. `sudo make course`"):
+        up(students=2, state_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_errors_are_in_the_users_terms(tmp_path):
+    cli = [sys.executable, "-m", "autograder", "course"]
+    bad = subprocess.run(cli + ["up", "--students", "two"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid int value" in bad.stderr
+    unknown = subprocess.run(cli + ["up", "--colour"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "unrecognized arguments: --colour" in unknown.stderr
+    nothing = subprocess.run(cli + ["down", "--state", str(tmp_path)], capture_output=True, text=True)
+    assert nothing.returncode == 0 and "No course is running" in nothing.stdout
+    if os.geteuid() != 0:
+        return
+    with socket_listening() as port:
+        busy = subprocess.run(cli + ["up", "--port", str(port), "--state", str(tmp_path)], capture_output=True, text=True)
+    assert busy.returncode == 1 and f"port {port} is in use" in busy.stderr
+
+
+class socket_listening:
+    """A loopback port something listens on, for the length of a ``with``."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()
