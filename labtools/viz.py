@@ -1,4 +1,5 @@
-"""Figures of the labs: retrieval grids, precision-recall curves, training curves, bar charts.
+"""Figures of the labs: retrieval grids, precision-recall curves, training curves, bar charts,
+explanation maps over images and confusion matrices.
 
 Every function takes torch tensors or numpy arrays, checks their shapes (a ``ValueError`` names
 the argument and the expected and actual shapes, a ``TypeError`` says when an argument is not a
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ __all__ = [
     "correct_retrievals_bars",
     "per_class_bars",
     "show_images",
+    "explanation_grid",
+    "confusion_matrix",
 ]
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -466,3 +469,163 @@ def show_images(
             ax.set_title(str(titles[i]), fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+#: Colormap and opacity of the maps that :func:`explanation_grid` lays over the images.
+OVERLAY_CMAP = "jet"
+OVERLAY_ALPHA = 0.5
+
+
+def _maps(value: ArrayLike, name: str, sizes: Sizes) -> np.ndarray:
+    """Non-negative, finite maps ``[N, H, W]`` as a float numpy array, N, H and W agreeing with ``sizes``."""
+    array = _as_numpy(value, name, ["N", "H", "W"], sizes)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must be finite, got {int((~np.isfinite(array)).sum())} NaN or infinite values")
+    if array.min() < 0:
+        raise ValueError(f"{name} must be non-negative, got values down to {array.min():.3g}")
+    return array
+
+
+def explanation_grid(
+    images: ArrayLike,
+    maps: Mapping[str, ArrayLike],
+    *,
+    titles: ArrayLike | Sequence | None = None,
+    path: PathLike = None,
+) -> Figure:
+    """Images and maps of what explains them (Grad-CAM, similarity maps): one column per image.
+
+    images ``[N, 1, H, W]`` or ``[N, H, W]``; ``maps`` maps a name (e.g. "Grad-CAM", "similarity")
+    to non-negative, finite maps ``[N, H, W]`` (tensors or arrays), one per image. The first row
+    shows the images in grey (y-label "image"); then comes one row per entry of ``maps``, in its
+    order, with the name as the y-label at its left: each image in grey under its map in
+    :data:`OVERLAY_CMAP` at opacity :data:`OVERLAY_ALPHA`. Each map ``[H, W]`` is scaled to its own
+    maximum (the top of the colormap), so its colours compare the places of one image, not images
+    or maps; an all-zero map is not drawn, and the image shows alone. ``titles`` ``[N]`` (strings
+    or numbers), when given, are the columns' titles. The figure has ``(1 + len(maps)) * N`` axes,
+    row by row.
+    """
+    if not isinstance(maps, Mapping) or not maps:
+        raise ValueError("maps must be a non-empty dict name -> [N, H, W] maps, e.g. {'Grad-CAM': ...}")
+    sizes: Sizes = {}
+    array = _as_images(images, "images", ["N"], sizes)
+    overlays = {str(name): _maps(value, f"maps[{name!r}]", sizes) for name, value in maps.items()}
+    names = None if titles is None else _as_numpy(titles, "titles", ["N"], sizes, sequences=True)
+    n = len(array)
+    fig = Figure(figsize=(1.0 * n + 0.5, 1.0 * (1 + len(overlays)) + 0.25 * (names is not None)))
+    axes = fig.subplots(1 + len(overlays), n, squeeze=False)
+    limits = _grey_range(array)
+    for column in range(n):
+        _show(axes[0, column], array[column], limits)
+        if names is not None:
+            axes[0, column].set_title(str(names[column]), fontsize=9)
+    axes[0, 0].set_ylabel("image", fontsize=9)
+    for row, (name, overlay) in enumerate(overlays.items(), start=1):
+        tops = overlay.max(axis=(1, 2))
+        for column in range(n):
+            ax = axes[row, column]
+            _show(ax, array[column], limits)
+            if tops[column] > 0:
+                ax.imshow(overlay[column] / tops[column], cmap=OVERLAY_CMAP, alpha=OVERLAY_ALPHA, vmin=0.0,
+                          vmax=1.0, interpolation="nearest")
+        axes[row, 0].set_ylabel(name, fontsize=9)
+    fig.tight_layout(pad=0.3, h_pad=0.2, w_pad=0.2)
+    return _save(fig, path)
+
+
+#: Colormap of :func:`confusion_matrix`: the higher the count, the darker the cell.
+CONFUSION_CMAP = "Blues"
+#: Colour of the zero counts of :func:`confusion_matrix`, lighter than the others so that errors stand out.
+ZERO_COLOR = "0.6"
+
+
+def _class_ids(value: ArrayLike | Sequence, name: str, dim: str, sizes: Sizes) -> np.ndarray:
+    """Distinct integer class ids ``[dim]`` as a numpy array, their number agreeing with ``sizes``."""
+    ids = _as_numpy(value, name, [dim], sizes, sequences=True)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer class ids, got dtype {ids.dtype}")
+    repeated = sorted({int(c) for c in ids if (ids == c).sum() > 1})
+    if repeated:
+        raise ValueError(f"{name} must name each class once, got {', '.join(map(str, repeated))} more than once")
+    return ids
+
+
+def _class_name(c: int, class_names: Sequence | Mapping | None) -> str:
+    """``class_names[c]`` (a list indexed by class id, or a dict) as a string, or ``c`` without names."""
+    if class_names is None:
+        return str(c)
+    if not isinstance(class_names, Mapping) and not 0 <= c < len(class_names):
+        raise ValueError(f"class_names has no entry for class {c}: it names classes 0..{len(class_names) - 1}")
+    try:
+        return str(class_names[c])
+    except (IndexError, KeyError) as error:
+        raise ValueError(f"class_names has no entry for class {c}") from error
+
+
+def confusion_matrix(
+    confusion: ArrayLike | Sequence,
+    rows: ArrayLike | Sequence,
+    columns: ArrayLike | Sequence,
+    *,
+    class_names: Sequence | Mapping | None = None,
+    highlight: Collection[int] = (),
+    title: str | None = None,
+    ax=None,
+    path: PathLike = None,
+) -> Figure:
+    """A confusion matrix as an image, each count written in its cell.
+
+    ``confusion``: integer counts ``[R, C]``, row i counting the queries of the true class
+    ``rows[i]`` by their predicted class ``columns[j]``; ``rows`` ``[R]`` and ``columns`` ``[C]``:
+    distinct class ids. :func:`labtools.errors.class_report` returns the three under "confusion",
+    "classes" and "columns". The higher a count, the darker its cell (:data:`CONFUSION_CMAP`, from
+    0 to the largest count); counts are written white on dark cells, black on light ones, zeros in
+:data:`ZERO_COLOR`. Tick
+    labels are ``class_names[c]`` (a list indexed by class id, or a dict) or the ids; the classes in
+    ``highlight`` (e.g. the unseen classes), which must be among the rows or columns, have bold,
+    starred labels on both axes. x-label "predicted", y-label "true". Draws on ``ax`` when given
+    (and returns its figure), else on a new figure.
+    """
+    sizes: Sizes = {}
+    counts = _as_numpy(confusion, "confusion", ["R", "C"], sizes, sequences=True)
+    if not np.issubdtype(counts.dtype, np.integer):
+        raise TypeError(f"confusion must hold integer counts, got dtype {counts.dtype}")
+    if counts.min() < 0:
+        raise ValueError(f"confusion must hold counts >= 0, got {counts.min()}")
+    true = _class_ids(rows, "rows", "R", sizes).tolist()
+    predicted = _class_ids(columns, "columns", "C", sizes).tolist()
+    marked = {int(c) for c in highlight}
+    if marked - set(true) - set(predicted):
+        known = ", ".join(map(str, sorted(set(true) | set(predicted))))
+        raise ValueError(f"highlight must hold classes of rows or columns ({known}), got "
+                         f"{', '.join(map(str, sorted(marked)))}")
+    names = {c: _class_name(c, class_names) + ("*" if c in marked else "") for c in {*true, *predicted}}
+    num_rows, num_columns = counts.shape
+    own_figure = ax is None
+    if own_figure:
+        fig = Figure(figsize=(max(4.0, 0.5 * num_columns + 2.0), max(2.5, 0.5 * num_rows + 1.6)))
+        ax = fig.add_subplot()
+    image = ax.imshow(counts, cmap=CONFUSION_CMAP, vmin=0, vmax=max(1, int(counts.max())), interpolation="nearest")
+    fontsize = max(5.0, min(9.0, 90.0 / max(num_rows, num_columns)))
+    for i, j in np.ndindex(counts.shape):
+        red, green, blue, _ = image.cmap(image.norm(counts[i, j]))
+        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+        ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=fontsize,
+                color="white" if dark else "black" if counts[i, j] else ZERO_COLOR)
+    long = max(map(len, names.values())) > 3
+    ax.set_xticks(np.arange(num_columns), [names[c] for c in predicted], rotation=45 if long else 0,
+                  ha="right" if long else "center")
+    ax.set_yticks(np.arange(num_rows), [names[c] for c in true])
+    for labels, classes in ((ax.get_xticklabels(), predicted), (ax.get_yticklabels(), true)):
+        for label, c in zip(labels, classes):
+            label.set_fontweight("bold" if c in marked else "normal")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title is not None:
+        ax.set_title(title)
+    if own_figure:
+        fig.tight_layout()
+    return _save(ax.figure, path)

@@ -409,3 +409,151 @@ def test_per_class_bars_draws_on_a_given_axes_and_checks_its_inputs():
         viz.per_class_bars({"a": [1.0, 2.0]}, highlight=[2])
     with pytest.raises(ValueError, match="non-empty dict"):
         viz.per_class_bars({})
+
+
+@pytest.fixture
+def explained(digits):
+    """N=3 digit images [3, 1, 28, 28] and two maps [3, 28, 28]: a tensor and a numpy array."""
+    images, _ = digits
+    rng = np.random.default_rng(0)
+    return images[:3], {"Grad-CAM": torch.rand(3, 28, 28, generator=torch.Generator().manual_seed(0)),
+                        "similarity": rng.uniform(0.0, 4.0, size=(3, 28, 28))}
+
+
+def test_explanation_grid_one_row_per_map_each_scaled_to_its_maximum(explained, tmp_path):
+    images, maps = explained
+    path = tmp_path / "explained" / "grid.png"
+    fig = viz.explanation_grid(images, maps, titles=["zero", "one", "two"], path=path)
+    try:
+        assert_png(path)
+        axes = np.array(fig.axes).reshape(3, 3)  # rows: image, Grad-CAM, similarity; one column per image
+        assert [ax.get_ylabel() for ax in axes[:, 0]] == ["image", "Grad-CAM", "similarity"]
+        assert all(ax.get_ylabel() == "" for ax in axes[:, 1:].ravel())
+        assert [ax.get_title() for ax in axes[0]] == ["zero", "one", "two"]
+        for column in range(3):
+            (image,) = axes[0, column].images
+            np.testing.assert_array_equal(image.get_array(), images[column, 0].numpy())
+            assert image.get_cmap().name == "gray"
+            for row, name in enumerate(maps, start=1):
+                grey, overlay = axes[row, column].images
+                np.testing.assert_array_equal(grey.get_array(), images[column, 0].numpy())
+                expected = np.asarray(maps[name][column], dtype=float)
+                np.testing.assert_allclose(overlay.get_array(), expected / expected.max())
+                assert overlay.get_cmap().name == viz.OVERLAY_CMAP and overlay.get_alpha() == viz.OVERLAY_ALPHA
+                assert overlay.get_clim() == (0.0, 1.0)
+    finally:
+        plt.close(fig)
+
+
+def test_explanation_grid_draws_no_overlay_for_a_zero_map(explained):
+    images, maps = explained
+    cam = maps["Grad-CAM"].clone()
+    cam[1] = 0.0  # the second image's map is all zero
+    fig = viz.explanation_grid(images[:, 0].numpy(), {"Grad-CAM": cam, "nothing": torch.zeros(3, 28, 28)})
+    try:
+        axes = np.array(fig.axes).reshape(3, 3)
+        assert [len(ax.images) for ax in axes[1]] == [2, 1, 2]
+        assert [len(ax.images) for ax in axes[2]] == [1, 1, 1]
+        assert all(ax.get_title() == "" for ax in axes[0])
+    finally:
+        plt.close(fig)
+
+
+def test_explanation_grid_refuses_bad_maps_and_titles(explained):
+    images, maps = explained
+    with pytest.raises(ValueError, match="maps must be a non-empty dict name -> "):
+        viz.explanation_grid(images, {})
+    message = (r"maps\['similarity'\] must have shape \[N, H, W\] with N=3 \(as in images\), H=28 \(as in "
+               r"images\), W=28 \(as in images\), got \[3, 20, 20\]")
+    with pytest.raises(ValueError, match=message):
+        viz.explanation_grid(images, {"Grad-CAM": maps["Grad-CAM"], "similarity": np.ones((3, 20, 20))})
+    with pytest.raises(ValueError, match=r"maps\['Grad-CAM'\] must have shape \[N, H, W\] with N=3"):
+        viz.explanation_grid(images, {"Grad-CAM": maps["Grad-CAM"][:2]})
+    negative = maps["Grad-CAM"] - 0.5
+    with pytest.raises(ValueError, match=r"maps\['Grad-CAM'\] must be non-negative, got values down to -0\.5"):
+        viz.explanation_grid(images, {"Grad-CAM": negative})
+    broken = maps["similarity"].copy()
+    broken[0, 0, :2] = [np.nan, np.inf]
+    with pytest.raises(ValueError, match=r"maps\['similarity'\] must be finite, got 2 NaN or infinite values"):
+        viz.explanation_grid(images, {"similarity": broken})
+    with pytest.raises(TypeError, match=r"maps\['words'\] must hold numbers, got dtype <U1"):
+        viz.explanation_grid(images, {"words": np.full((3, 28, 28), "a")})
+    with pytest.raises(ValueError, match=r"titles must have shape \[N\] with N=3 \(as in images\), got \[2\]"):
+        viz.explanation_grid(images, maps, titles=["zero", "one"])
+    with pytest.raises(ValueError, match=r"images must have shape \[N, 1, H, W\] or \[N, H, W\]"):
+        viz.explanation_grid(images[0, 0], maps)
+
+
+def cell_texts(ax):
+    """The text written in each cell of a confusion matrix axes: {(row, column): Text}."""
+    return {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in ax.texts}
+
+
+def test_confusion_matrix_writes_each_count_in_its_cell(tmp_path):
+    confusion = np.array([[5, 1, 0], [0, 7, 2]])  # true classes 1, 2 by predicted 0, 1, 2
+    path = tmp_path / "confusion.png"
+    fig = viz.confusion_matrix(confusion, [1, 2], torch.tensor([0, 1, 2]), title="unseen", path=path)
+    try:
+        assert_png(path)
+        (ax,) = fig.axes  # no colour bar: the counts are written
+        (image,) = ax.images
+        np.testing.assert_array_equal(image.get_array(), confusion)
+        texts = cell_texts(ax)
+        assert {cell: int(text.get_text()) for cell, text in texts.items()} == {
+            (i, j): int(confusion[i, j]) for i in range(2) for j in range(3)}
+        assert to_rgba(texts[1, 1].get_color()) == to_rgba("white")  # 7, the darkest cell
+        assert to_rgba(texts[0, 1].get_color()) == to_rgba("black")  # 1, a light one
+        assert to_rgba(texts[0, 2].get_color()) == to_rgba(viz.ZERO_COLOR)
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["1", "2"]
+        assert ax.get_xlabel() == "predicted" and ax.get_ylabel() == "true" and ax.get_title() == "unseen"
+    finally:
+        plt.close(fig)
+
+
+def test_confusion_matrix_of_a_class_report_names_and_marks_the_highlighted_classes():
+    from labtools.errors import class_report
+
+    labels = [0, 0, 1, 1, 2, 2, 2]
+    predicted = [0, 1, 1, 1, 2, 0, 2]
+    report = class_report(labels, predicted, {"seen": (0, 1), "unseen": (2,)})["unseen"]
+    names = {0: "zero", 1: "one", 2: "two"}
+    fig = Figure()
+    left, right = fig.subplots(1, 2)
+    assert viz.confusion_matrix(report["confusion"], report["classes"], report["columns"], class_names=names,
+                                highlight=[2], ax=right) is fig
+    assert not left.images and not left.texts
+    assert [t.get_text() for t in right.get_xticklabels()] == ["zero", "one", "two*"]
+    assert [t.get_text() for t in right.get_yticklabels()] == ["two*"]
+    assert [t.get_fontweight() for t in right.get_xticklabels()] == ["normal", "normal", "bold"]
+    assert [t.get_fontweight() for t in right.get_yticklabels()] == ["bold"]
+    assert {cell: t.get_text() for cell, t in cell_texts(right).items()} == {(0, 0): "1", (0, 1): "0", (0, 2): "2"}
+    fig = viz.confusion_matrix(np.eye(2, dtype=int), [0, 1], [0, 1], class_names=["zero", "one"])
+    try:
+        assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["zero", "one"]
+    finally:
+        plt.close(fig)
+
+
+def test_confusion_matrix_refuses_bad_inputs():
+    confusion = np.array([[5, 1, 0], [0, 7, 2]])
+    with pytest.raises(TypeError, match="confusion must hold integer counts, got dtype float64"):
+        viz.confusion_matrix(confusion / 2, [1, 2], [0, 1, 2])
+    with pytest.raises(ValueError, match="confusion must hold counts >= 0, got -1"):
+        viz.confusion_matrix(confusion - 1, [1, 2], [0, 1, 2])
+    with pytest.raises(ValueError, match=r"rows must have shape \[R\] with R=2 \(as in confusion\), got \[3\]"):
+        viz.confusion_matrix(confusion, [0, 1, 2], [0, 1, 2])
+    with pytest.raises(ValueError, match=r"columns must have shape \[C\] with C=3 \(as in confusion\), got \[2\]"):
+        viz.confusion_matrix(confusion, [1, 2], [0, 1])
+    with pytest.raises(ValueError, match=r"confusion must have shape \[R, C\], got \[3\]"):
+        viz.confusion_matrix(confusion[0], [1, 2], [0, 1, 2])
+    with pytest.raises(ValueError, match="columns must name each class once, got 1 more than once"):
+        viz.confusion_matrix(confusion, [1, 2], [0, 1, 1])
+    with pytest.raises(TypeError, match="rows must hold integer class ids, got dtype float"):
+        viz.confusion_matrix(confusion, [1.0, 2.0], [0, 1, 2])
+    with pytest.raises(ValueError, match=r"highlight must hold classes of rows or columns \(0, 1, 2\), got 2, 9"):
+        viz.confusion_matrix(confusion, [1, 2], [0, 1, 2], highlight=(2, 9))
+    with pytest.raises(ValueError, match="class_names has no entry for class 2"):
+        viz.confusion_matrix(confusion, [1, 2], [0, 1, 2], class_names=["zero", "one"])
+    with pytest.raises(ValueError, match="class_names has no entry for class 0"):
+        viz.confusion_matrix(confusion, [1, 2], [0, 1, 2], class_names={1: "one", 2: "two"})
