@@ -3,6 +3,11 @@ in tests/labs/test_lab2_triplet.py)."""
 
 import json
 import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -461,6 +466,41 @@ def test_fit_records_metric_curves_in_the_history_and_in_tensorboard(tmp_path, c
     events = EventAccumulator(str(tmp_path / "ce.tensorboard"))
     events.Reload()
     assert len(history["val_nmi"]) == 3 and [s.step for s in events.Scalars("val_nmi")] == [1, 2, 3]
+
+
+def test_the_tensorboard_server_serves_a_fresh_runs_curves(tmp_path):
+    """``tensorboard --logdir <stem>.tensorboard`` (the program, as a student runs it) lists the run's
+    scalars over its HTTP API, with one value per epoch."""
+    images, labels = digits_dataset().tensors
+    torch.manual_seed(0)
+    history = fit(ConvNet(), small_set(), cross_entropy, loss_name="ce", epochs=2, lr=0.05, batch_size=50,
+                  checkpoint=tmp_path / "ce.pt", val_set=TensorDataset(images[200:300], labels[200:300]),
+                  progress=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).with_name("tensorboard")), "--logdir",
+                               str(tmp_path / "ce.tensorboard"), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, tags = time.monotonic() + 60, {}
+        while time.monotonic() < deadline and not tags:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as reply:
+                    tags = json.load(reply)
+            except OSError:
+                time.sleep(0.5)
+        assert tags, "tensorboard did not answer within 60 s"
+        (run,) = tags  # one run: the event files of the folder itself
+        assert set(tags[run]) == set(history)
+        url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run={run}&tag=val_recall_at_1"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            points = json.load(reply)  # [[wall time, step, value], ...]
+        assert [step for _, step, _ in points] == [1, 2]
+        assert [value for _, _, value in points] == pytest.approx(history["val_recall_at_1"], rel=1e-6)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_fit_measures_an_embedding_net_without_class_scores_and_refuses_a_tiny_val_set(tmp_path, monkeypatch):
