@@ -220,7 +220,7 @@ def test_down_leaves_nothing_running(course, sessions):
 
 def test_up_says_it_needs_root(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(CourseError, match="which needs root. Run it as root, e.g. `sudo make course`"):
+    with pytest.raises(CourseError, match="bringing the course up needs root: .* Run it as root, e.g. `sudo make course`"):
         up(students=2, state_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 

@@ -30,13 +30,18 @@ def runuser() -> str:
     return found
 
 
-def require_root(action: str = "bring the course up") -> None:
-    """Raise :class:`CourseError` unless this process is root (creating system users needs it)."""
-    if os.geteuid() != 0:
+def require_root(action: str = "up") -> None:
+    """Raise :class:`CourseError` unless this process is root; ``action``: "up", "down" or "purge"."""
+    if os.geteuid() == 0:
+        return
+    if action == "up":
         raise CourseError(
-            f"to {action} the kit creates system users (one per login: nbgrader's exchange tells students "
-            f"apart by their Unix identity) and starts servers as them, which needs root. Run it as root, "
-            f"e.g. `sudo make course` or `sudo .venv/bin/python -m autograder course up`.")
+            "bringing the course up needs root: the kit creates system users (one per login: nbgrader's exchange "
+            "tells students apart by their Unix identity) and starts each user's server as that user. Run it as "
+            "root, e.g. `sudo make course` or `sudo .venv/bin/python -m autograder course up`.")
+    what = "stopping the course" if action == "down" else "removing the course's users"
+    raise CourseError(f"{what} needs root: the hub runs as root and the servers as the course's users. "
+                      f"Run `sudo make course-down` or `sudo .venv/bin/python -m autograder course down`.")
 
 
 def _run(command: list[str]) -> None:

@@ -115,12 +115,15 @@ def up(students: int = DEFAULT_STUDENTS, port: int = DEFAULT_PORT, state_dir: Pa
     if running is not None:
         running.already_running = True
         return running
-    if not PROXY.exists():
-        raise CourseError(f"the proxy (configurable-http-proxy) is not installed at {PROXY}: run `make course-proxy` "
-                          f"(npm install into .hub/, needs node and npm).")
+    stale_proxy = processes.read_pid(state.proxy_pid)  # a hub that died leaves its proxy (on our port) behind
+    if stale_proxy and processes.alive(stale_proxy) and "configurable-http-proxy" in processes.cmdline(stale_proxy):
+        processes.terminate([stale_proxy], grace=5)
     if processes.port_in_use(port):
         raise CourseError(f"port {port} is in use on 127.0.0.1: choose another, e.g. `make course PORT={port + 1}` "
                           f"or `python -m autograder course up --port {port + 1}`.")
+    if not PROXY.exists():
+        raise CourseError(f"the proxy (configurable-http-proxy) is not installed at {PROXY}: run `make course-proxy` "
+                          f"(npm install into .hub/, needs node and npm).")
     users = [instructor, *names]
     leftover = _course_user_processes(users)
     if leftover:
@@ -209,7 +212,7 @@ def down(state_dir: Path | str | None = None, purge: bool = False) -> list[str]:
     hub = _hub_pid(state)
     if hub is not None:
         if os.geteuid() != 0:
-            accounts.require_root("stop the course")
+            accounts.require_root("down")
         below = processes.descendants(hub)
         described = {pid: _describe(pid, uid_names) for pid in below}
         stopped.append(f"hub (pid {hub})")
@@ -219,7 +222,7 @@ def down(state_dir: Path | str | None = None, purge: bool = False) -> list[str]:
     leftovers = [proxy] if proxy and processes.alive(proxy) and "configurable-http-proxy" in processes.cmdline(proxy) else []
     leftovers += _course_user_processes(users)
     if leftovers:
-        accounts.require_root("stop the course")
+        accounts.require_root("down")
         stopped += [_describe(pid, uid_names) for pid in leftovers if f"(pid {pid})" not in " ".join(stopped)]
         processes.terminate(leftovers, grace=5)
     state.hub_pid.unlink(missing_ok=True)
@@ -227,11 +230,12 @@ def down(state_dir: Path | str | None = None, purge: bool = False) -> list[str]:
     if still:
         raise CourseError(f"still running after down: {', '.join(_describe(p, uid_names) for p in still)}")
     if purge:
-        accounts.require_root("remove the course's users")
+        accounts.require_root("purge")
         for user in users:
             accounts.remove_user(user)
-        accounts.revoke_traverse(info.get("acl_granted", []))
         if not any(accounts.is_course_user(u.pw_name) for u in pwd.getpwall()):
+            # the entries are the group's: another course's users (same group) may still need them
+            accounts.revoke_traverse(info.get("acl_granted", []))
             accounts.remove_group()
         if state.root.is_dir():
             shutil.rmtree(state.root)
