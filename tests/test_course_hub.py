@@ -4,7 +4,7 @@ system users, nbgrader's exchange and formgrader.
 As root, with the proxy installed (``make course-proxy``), one course is brought up for the module
 with two students on a free port and logins of its own (``mltest-teacher``, ``mltest-s01``,
 ``mltest-s02``: a course someone runs on the machine is never touched), in a state folder of its
-own under ``.hub/``. A student logs in through the hub's login form, starts a server, fetches and
+own in ``/tmp``. A student logs in through the hub's login form, starts a server, fetches and
 submits a lab through the Assignment List's server API and cannot reach formgrader; the instructor's
 formgrader API lists the five labs with their points and, after collecting, the submission;
 ``down`` leaves no process of the hub, the proxy or the servers. The users, their homes and the
@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import pytest
 from autograder.hub import CourseError, down, status, up
 from autograder.hub import processes
 from autograder.hub.accounts import runuser, uid_of
-from autograder.hub.layout import HUB_DIR, PROXY, course_labs
+from autograder.hub.layout import PROXY, course_labs
 
 INSTRUCTOR, PREFIX = "mltest-teacher", "mltest-s"
 STUDENT, OTHER = "mltest-s01", "mltest-s02"
@@ -52,7 +53,9 @@ requests = pytest.importorskip("requests")
 
 @pytest.fixture(scope="module")
 def course():
-    state = HUB_DIR / f"test-course-{os.getpid()}"
+    # its own state folder, outside the repository (tests/test_hostile.py checks the repository byte for byte)
+    state = Path(tempfile.mkdtemp(prefix="metric-lab-course-test-"))
+    os.chmod(state, 0o755)  # the users reach the exchange inside it
     port = processes.free_port()
     try:
         started = up(students=2, port=port, state_dir=state, instructor=INSTRUCTOR, student_prefix=PREFIX)
@@ -62,6 +65,7 @@ def course():
             down(state, purge=True)
         except CourseError as error:  # pragma: no cover - the test of down says what still runs
             print(error)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def login(course, user: str, password: str | None = None) -> requests.Session:
