@@ -127,9 +127,11 @@ def up(students: int = DEFAULT_STUDENTS, port: int = DEFAULT_PORT, state_dir: Pa
     users = [instructor, *names]
     leftover = _course_user_processes(users)
     if leftover:
-        raise CourseError(f"processes of the course's users run (pids {', '.join(map(str, leftover[:10]))}): another "
-                          f"course is up from another state folder, or a crashed one left them. `python -m autograder "
-                          f"course down [--state DIR]` stops them.")
+        uid_names = {accounts.uid_of(u): u for u in users}
+        running = ", ".join(_describe(pid, uid_names) for pid in leftover[:5])
+        raise CourseError(f"processes of the course's users still run ({running}): left by a hub that stopped without "
+                          f"stopping them, or another course uses these logins. `make course-down` stops them "
+                          f"(python -m autograder course down [--state DIR]).")
     data = data if data is not None else os.environ.get("LABTOOLS_DATA") or None
     if data and not Path(data).is_dir():
         raise CourseError(f"LABTOOLS_DATA={data!r} is not a folder (the users' data root)")
