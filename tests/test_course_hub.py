@@ -9,6 +9,13 @@ submits a lab through the Assignment List's server API and cannot reach formgrad
 formgrader API lists the five labs with their points and, after collecting, the submission;
 ``down`` leaves no process of the hub, the proxy or the servers. The users, their homes and the
 state folder are removed at the end. About 50 s on a 2-core machine (most of it the servers' start).
+
+The release boundary is tried as an attacker would: a script run as the student's Unix user reads
+the reference solution, the hidden checks, ``autograder/``, ``.git``, ``tests/``, the graded
+deliverable, the instructor's course, another student's home and the hub's log (all refused), while
+the kit's Python, ``labtools`` and the shipped checkpoints work; a sweep of the repository as the
+student finds nothing readable outside what the student bundle ships; Validate runs a notebook in
+the student's server. ``down --purge`` takes every ACL entry back.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import pytest
 from autograder.hub import CourseError, down, status, up
 from autograder.hub import processes
 from autograder.hub.accounts import runuser, uid_of
-from autograder.hub.layout import PROXY, course_labs
+from autograder.hub.layout import PROXY, STUDENTS_GROUP, course_labs
+from autograder.paths import REPO
 
 INSTRUCTOR, PREFIX = "mltest-teacher", "mltest-s"
 STUDENT, OTHER = "mltest-s01", "mltest-s02"
@@ -201,6 +209,125 @@ def test_formgrader_lists_the_labs_and_the_submission(course, sessions):
     assert [s["student"] for s in submissions if s["submitted"]] == [STUDENT]
 
 
+#: Run as the student (``runuser``): each attempt on the instructor's side, then what the student side
+#: needs, then a sweep of every file of the repository the student can read (the venv left out).
+ATTACK = r"""
+import json, os, sys
+
+repo, instructor_course, other_home, state, deliverable = sys.argv[1:]
+lab = f"{repo}/autograder/labs/lab1_retrieval"
+
+
+def attempt(action):
+    try:
+        action()
+    except Exception as error:
+        return type(error).__name__
+    return "read"
+
+
+def read(path):
+    return lambda: open(path, "rb").read(1)
+
+
+def listing(path):
+    return lambda: os.listdir(path)
+
+
+def grader():
+    import autograder  # noqa: F401
+
+
+refused = {
+    "reference solution": attempt(read(f"{lab}/reference.py")),
+    "hidden checks": attempt(read(f"{lab}/hidden.py")),
+    "reference outputs": attempt(read(f"{lab}/reference_outputs.pt")),
+    "list autograder/": attempt(listing(f"{repo}/autograder")),
+    "source notebooks": attempt(listing(f"{repo}/autograder/course/source")),
+    "import autograder": attempt(grader),
+    ".git/HEAD": attempt(read(f"{repo}/.git/HEAD")),
+    "mistakes table": attempt(read(f"{repo}/tests/labs/mistakes/lab1_retrieval.py")),
+    "graded deliverable": attempt(read(f"{repo}/{deliverable}")),
+    "instructor's course": attempt(listing(f"{instructor_course}/source")),
+    "other student's home": attempt(listing(other_home)),
+    "hub log": attempt(read(f"{state}/hub.log")),
+    "course.json": attempt(read(f"{state}/course.json")),
+}
+
+
+def student_side():
+    import importlib.util
+    import labtools, torch  # noqa: F401
+    from labtools.checks import run_public_checks  # noqa: F401
+
+    importlib.util.find_spec("autograder")  # how labtools.sandbox finds the grader's package to hide it
+    open(f"{repo}/models/mnist_classifier.pt", "rb").read(1)
+
+
+readable = []
+for folder, dirs, files in os.walk(repo):  # folders the student cannot list are skipped
+    dirs[:] = [d for d in dirs if os.path.join(folder, d) != os.path.join(repo, ".venv")]
+    readable += [os.path.relpath(os.path.join(folder, f), repo) for f in files
+                 if os.access(os.path.join(folder, f), os.R_OK)]
+print(json.dumps({"refused": refused, "works": attempt(student_side), "readable": readable}))
+"""
+
+
+def run_as(user: str, argv: list[str]) -> subprocess.CompletedProcess:
+    env = {"PATH": f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin", "HOME": f"/home/{user}", "LANG": "C.UTF-8"}
+    if os.environ.get("LABTOOLS_DATA"):
+        env["LABTOOLS_DATA"] = os.environ["LABTOOLS_DATA"]
+    return subprocess.run([runuser(), "-u", user, "--", *argv], capture_output=True, text=True, cwd="/", env=env,
+                          timeout=120)
+
+
+@needs_hub
+def test_student_cannot_read_the_instructor_side(course):
+    from autograder.release import GRADED_DELIVERABLES, INCLUDE, deliverable_excluded
+
+    deliverable = GRADED_DELIVERABLES[0]
+    assert (REPO / deliverable).is_file() and (REPO / "autograder/labs/lab1_retrieval/reference.py").is_file()
+    result = run_as(STUDENT, [sys.executable, "-c", ATTACK, str(REPO), f"{course.course_root}",
+                              f"/home/{OTHER}", course.state, deliverable])
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(found["refused"].values()) == {"PermissionError"}, found["refused"]
+    assert found["works"] == "read", found["works"]
+    # everything the student can read of the repository is what the student bundle ships
+    readable = found["readable"]
+    assert {"models/mnist_classifier.pt", "labtools/__init__.py", "notebooks/lab1_retrieval.ipynb"} <= set(readable)
+    outside = [p for p in readable if p.split("/")[0] not in INCLUDE or deliverable_excluded(p)]
+    assert outside == [], outside[:20]
+    # the instructor keeps everything
+    mine = subprocess.run([runuser(), "-u", INSTRUCTOR, "--", "cat", str(REPO / deliverable),
+                           str(REPO / "autograder/labs/lab1_retrieval/reference.py")], capture_output=True)
+    assert mine.returncode == 0, mine.stderr
+
+
+@needs_hub
+def test_student_validates_a_notebook(course, sessions):
+    student = sessions[STUDENT]
+    grade = {"grade": True, "locked": True, "points": 1, "schema_version": 3, "solution": False, "task": False}
+    works = ("import importlib.util, labtools.paths\n"
+             "importlib.util.find_spec('autograder')\n"
+             "assert (labtools.paths.models_dir() / 'mnist_classifier.pt').read_bytes()")
+    cells = [{"cell_type": "code", "execution_count": None, "outputs": [], "source": source,
+              "metadata": {"nbgrader": {**grade, "grade_id": name}}}
+             for name, source in (("works", works), ("ran", "import getpass\nassert False, getpass.getuser()"))]
+    notebook = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}
+    base = f"{course.url}user/{STUDENT}"
+    put = student.put(f"{base}/api/contents/validate_me.ipynb", headers=xsrf(student, STUDENT), timeout=60,
+                      json={"type": "notebook", "format": "json", "content": notebook})
+    assert put.status_code in (200, 201), put.text
+    answer = student.post(f"{base}/assignments/validate", data={"path": "validate_me.ipynb"},
+                          headers=xsrf(student, STUDENT), timeout=120).json()
+    assert answer["success"], answer
+    # the kernel ran the notebook as the student: the first cell passed, the second failed as it should
+    (failed,) = answer["value"]["failed"]
+    assert "getpass" in failed["source"] and STUDENT in failed["raw_error"], answer["value"]
+
+
 @needs_hub
 def test_down_leaves_nothing_running(course, sessions):
     users = [INSTRUCTOR, STUDENT, OTHER]
@@ -220,6 +347,24 @@ def test_down_leaves_nothing_running(course, sessions):
     assert running == [], running
     assert not processes.port_in_use(course.port)
     assert status(course.state) is None and down(course.state) == []
+
+
+@needs_hub
+def test_purge_takes_the_acl_entries_back(course, sessions):
+    import grp
+    import pwd
+
+    from autograder.hub.accounts import is_course_user
+
+    recorded = json.loads((Path(course.state) / "course.json").read_text())["acl_students"]
+    assert str(REPO / "autograder") in recorded and str(REPO / ".git") in recorded
+    down(course.state, purge=True)
+    if any(is_course_user(u.pw_name) for u in pwd.getpwall()):
+        pytest.skip("another course's users remain on this machine: the groups' ACL entries stay for them")
+    with pytest.raises(KeyError):
+        grp.getgrnam(STUDENTS_GROUP)
+    kept = [path for path in recorded if os.path.exists(path) and "system.posix_acl_access" in os.listxattr(path)]
+    assert kept == [], kept
 
 
 def test_up_says_it_needs_root(monkeypatch, tmp_path):

@@ -51,7 +51,7 @@ pytestmark = [
 ]
 
 
-def digest_tree(root: Path, skip=(".git", ".venv", "__pycache__", "out", ".pytest_cache")) -> dict[str, str]:
+def digest_tree(root: Path, skip=(".git", ".venv", "__pycache__", "out", ".pytest_cache", ".hub")) -> dict[str, str]:
     """SHA-256 of every file under ``root`` by relative path (links by their target)."""
     found = {}
     for folder, dirs, files in os.walk(root):

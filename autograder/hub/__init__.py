@@ -9,7 +9,8 @@
 - :func:`status` ``(state_dir=None) -> Course | None``: the running course, or None.
 
 Modules: :mod:`.layout` (names, ports, the state folder), :mod:`.accounts` (system users, passwords,
-access to the kit's Python), :mod:`.userconfig` (each user's ``~/.jupyter``), :mod:`.course` and
+access to the kit's Python), :mod:`.boundary` (the students kept to the student side of the repository),
+:mod:`.userconfig` (each user's ``~/.jupyter``), :mod:`.course` and
 :mod:`.nbgrader_setup` (the instructor's nbgrader course), :mod:`.processes` (starting and stopping),
 :mod:`.service` (up, down, status), :mod:`.auth` (the demo login) and ``jupyterhub_config.py`` (the
 hub's configuration). Errors are :class:`CourseError`, whose message is for the user.

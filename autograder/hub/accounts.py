@@ -16,10 +16,11 @@ import secrets
 import shutil
 import stat
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 from autograder.hub.errors import CourseError
-from autograder.hub.layout import GROUP, MARKER, home_of
+from autograder.hub.layout import GROUP, MARKER, STUDENTS_GROUP, home_of
 
 
 def runuser() -> str:
@@ -50,12 +51,13 @@ def _run(command: list[str]) -> None:
         raise CourseError(f"`{' '.join(command)}` failed: {(result.stderr or result.stdout).strip()}")
 
 
-def ensure_group() -> None:
-    """Create the course's group :data:`layout.GROUP` unless it exists."""
+def ensure_group(name: str = GROUP) -> None:
+    """Create the group ``name`` (the course's :data:`layout.GROUP`, the students'
+    :data:`layout.STUDENTS_GROUP`) unless it exists."""
     try:
-        grp.getgrnam(GROUP)
+        grp.getgrnam(name)
     except KeyError:
-        _run(["groupadd", GROUP])
+        _run(["groupadd", name])
 
 
 def is_course_user(name: str) -> bool:
@@ -66,11 +68,13 @@ def is_course_user(name: str) -> bool:
         return False
 
 
-def ensure_user(name: str) -> bool:
-    """Create the system user ``name`` (home ``/home/<name>``, mode 700, in the course's group).
+def ensure_user(name: str, student: bool = True) -> bool:
+    """Create the system user ``name`` (home ``/home/<name>``, mode 700, in the course's group and, for
+    a student, in the students' group, which the repository's instructor side is closed to).
 
-    Returns True when it was created, False when the course's user already existed. Refuses a
-    user of that name that the course did not create.
+    Returns True when it was created, False when the course's user already existed (its groups set
+    again: an instructor who was a student before leaves the students' group). Refuses a user of
+    that name that the course did not create.
     """
     try:
         entry = pwd.getpwnam(name)
@@ -80,11 +84,17 @@ def ensure_user(name: str) -> bool:
         raise CourseError(f"a system user {name!r} exists and was not created by the course (its comment "
                           f"lacks {MARKER!r}); the course will not take it over. Remove it or use another machine.")
     created = entry is None
+    wanted = [GROUP, STUDENTS_GROUP] if student else [GROUP]
     if created:
         _run(["useradd", "--create-home", "--home-dir", str(home_of(name)), "--shell", "/bin/bash",
-              "--comment", MARKER, "--groups", GROUP, name])
-    elif GROUP not in {g.gr_name for g in grp.getgrall() if name in g.gr_mem}:
-        _run(["usermod", "--append", "--groups", GROUP, name])
+              "--comment", MARKER, "--groups", ",".join(wanted), name])
+    else:
+        groups = {g.gr_name for g in grp.getgrall() if name in g.gr_mem}
+        missing = [g for g in wanted if g not in groups]
+        if missing:
+            _run(["usermod", "--append", "--groups", ",".join(missing), name])
+        if not student and STUDENTS_GROUP in groups:
+            _run(["gpasswd", "--delete", name, STUDENTS_GROUP])
     home = Path(pwd.getpwnam(name).pw_dir)
     if not home.is_dir():
         home.mkdir(parents=True)
@@ -100,12 +110,12 @@ def remove_user(name: str) -> None:
         _run(["userdel", "--remove", name])
 
 
-def remove_group() -> None:
+def remove_group(name: str = GROUP) -> None:
     try:
-        grp.getgrnam(GROUP)
+        grp.getgrnam(name)
     except KeyError:
         return
-    _run(["groupdel", GROUP])
+    _run(["groupdel", name])
 
 
 def uid_of(name: str) -> int | None:
@@ -178,16 +188,53 @@ def grant_traverse(paths: list[Path]) -> list[Path]:
 
 def revoke_traverse(folders: list[str]) -> None:
     """Take back the ACL entries :func:`grant_traverse` added."""
-    for folder in folders:
-        if Path(folder).exists() and shutil.which("setfacl"):
-            subprocess.run(["setfacl", "-x", f"g:{GROUP}", folder], capture_output=True)
+    remove_acl_entries(GROUP, folders)
+
+
+def remove_acl_entries(group: str, paths: Iterable[str]) -> None:
+    """Remove ``group``'s ACL entry from each of ``paths`` that exists; where no other named entry is
+    left, drop the ACL altogether (``setfacl -x`` leaves a mask behind, and ``ls -l`` a ``+``)."""
+    if shutil.which("setfacl") is None:
+        return
+    present = [p for p in paths if Path(p).exists() or Path(p).is_symlink()]
+    for start in range(0, len(present), 200):
+        chunk = present[start:start + 200]
+        subprocess.run(["setfacl", "-x", f"g:{group}", "--", *chunk], capture_output=True)
+        for path in chunk:
+            acl = subprocess.run(["getfacl", "--omit-header", "--absolute-names", "--", path], capture_output=True,
+                                 text=True).stdout.split()
+            named = [e for e in acl if e.count(":") == 2 and e.split(":")[0] in ("user", "group") and e.split(":")[1]]
+            if not named and not any(e.startswith("default:") for e in acl):
+                subprocess.run(["setfacl", "-b", "--", path], capture_output=True)
+
+
+#: Run as a student by :func:`probe_python`: what a student's server and kernel import, the sandbox's
+#: look-up of the grader's package (labtools.sandbox), then the grader's package itself, which must fail.
+PROBE = """\
+import importlib.util, labtools.paths, nbgrader, jupyterhub, jupyter_server
+importlib.util.find_spec("autograder")  # labtools.sandbox's look-up, to hide it: must answer, not raise
+print(labtools.paths.models_dir())
+try:
+    import autograder
+except Exception:
+    pass
+else:
+    print("GRADER-IMPORTABLE", list(autograder.__path__))
+"""
 
 
 def probe_python(user: str, python: Path, env: dict[str, str]) -> None:
-    """Run the kit's Python as ``user`` and import what a student's server needs; raise with what failed."""
-    code = "import labtools.paths, nbgrader, jupyterhub, jupyter_server; print(labtools.paths.models_dir())"
-    result = subprocess.run([runuser(), "-u", user, "--", str(python), "-c", code], capture_output=True,
+    """Run the kit's Python as the student ``user``: what a student's server needs must import, the
+    grader's package ``autograder`` must not (its reference solutions would be the students' to read);
+    raise with what failed."""
+    result = subprocess.run([runuser(), "-u", user, "--", str(python), "-c", PROBE], capture_output=True,
                             text=True, env=env, cwd="/")
     if result.returncode != 0:
         raise CourseError(f"the user {user!r} cannot run the kit's Python {python} (permissions on the "
                           f"virtual environment or the repository?):\n{result.stderr.strip()[-2000:]}")
+    if "GRADER-IMPORTABLE" in result.stdout:
+        where = result.stdout.split("GRADER-IMPORTABLE", 1)[1].strip()
+        raise CourseError(f"a student ({user!r}) can import the grader's package autograder from {where}, reference "
+                          f"solutions included. The course closes the repository's autograder/ to the students' group "
+                          f"(POSIX ACLs); a copy of it elsewhere, as a non-editable install leaves in site-packages, "
+                          f"stays open: install the kit with `pip install -e .`.")

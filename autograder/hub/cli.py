@@ -17,7 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the hub's port on 127.0.0.1 (default {DEFAULT_PORT})")
     down = commands.add_parser("down", help="stop the hub, its proxy and every user's server")
     down.add_argument("--purge", action="store_true",
-                      help="also delete the course's system users with their homes, and the state folder")
+                      help="also delete the course's system users with their homes, their groups' ACL entries "
+                           "and the state folder")
     commands.add_parser("status", help="say whether the course runs, and where")
     for command in commands.choices.values():
         command.add_argument("--state", default=None, metavar="DIR",
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
                 print("No course is running" + (f" (state folder {args.state})" if args.state else "")
                       + ": nothing to stop.")
             if args.purge:
-                print("Removed the course's users, their homes and the state folder.")
+                print("Removed the course's users, their homes, their ACL entries and the state folder.")
         else:
             course = status(args.state)
             if course is None:

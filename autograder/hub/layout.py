@@ -30,6 +30,9 @@ from autograder.paths import COURSE_DIR, REPO
 COURSE_ID = "metric-lab"
 #: The system group of the course's users (their access to the interpreter is granted to it).
 GROUP = "metric-lab-course"
+#: The system group of the students only: the repository's instructor side is closed to it
+#: (:mod:`autograder.hub.boundary`); the instructor is not in it.
+STUDENTS_GROUP = "metric-lab-students"
 #: The instructor's login; the students' are :func:`student_names`.
 INSTRUCTOR = "instructor"
 #: The comment (GECOS field) of every system user the course created: a user without it is never taken over.

@@ -1,8 +1,9 @@
 """Bringing the one-machine course up and down: :func:`up`, :func:`down`, :func:`status`.
 
-``up`` (as root) creates the users and their configuration, the instructor's nbgrader course with
-the labs generated and released, writes ``<state>/course.json`` and starts JupyterHub (which starts
-the proxy); it returns a :class:`Course`. ``down`` stops the hub, which stops the proxy and every
+``up`` (as root) creates the users and their configuration, closes the repository's instructor side
+to the students (:mod:`autograder.hub.boundary`), makes the instructor's nbgrader course with the labs
+generated and released, writes ``<state>/course.json`` and starts JupyterHub (which starts the
+proxy); it returns a :class:`Course`. ``down`` stops the hub, which stops the proxy and every
 single-user server, then stops whatever of them still runs and checks that nothing does.
 """
 
@@ -17,12 +18,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from autograder.hub import accounts, processes
+from autograder.hub import accounts, boundary, processes
 from autograder.hub.course import prepare_course_dir, setup_course
 from autograder.hub.errors import CourseError
-from autograder.hub.layout import (COURSE_ID, DEFAULT_PORT, DEFAULT_STUDENTS, HUB_CONFIG, HUB_DIR, INSTRUCTOR, MAX_STUDENTS,
-                                   LOGIN, PROXY, STATE_ENV, STUDENT_PREFIX, StateDir, course_labs, course_root, default_state, home_of,
-                                   student_names, venv_bin)
+from autograder.hub.layout import (COURSE_ID, DEFAULT_PORT, DEFAULT_STUDENTS, GROUP, HUB_CONFIG, HUB_DIR, INSTRUCTOR,
+                                   MAX_STUDENTS, LOGIN, PROXY, STATE_ENV, STUDENT_PREFIX, STUDENTS_GROUP, StateDir,
+                                   course_labs, course_root, default_state, home_of, student_names, venv_bin)
 from autograder.hub.userconfig import write_user_config
 from autograder.paths import REPO
 
@@ -143,13 +144,22 @@ def up(students: int = DEFAULT_STUDENTS, port: int = DEFAULT_PORT, state_dir: Pa
     for folder, mode in ((state.root, 0o755), (state.hub_dir, 0o700), (state.exchange, 0o1777)):
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, mode)
-    accounts.ensure_group()
     previous = _read_course(state) or {}
+    for private in (state.course_json, state.hub_log):
+        private.touch()  # before the boundary closes them to the students (their ACL stays when rewritten)
+    accounts.ensure_group(GROUP)
+    accounts.ensure_group(STUDENTS_GROUP)
     for user in users:
-        accounts.ensure_user(user)
+        accounts.ensure_user(user, student=user != instructor)
     reach = [Path(sys.executable).resolve(), Path(sys.base_prefix) / "lib", python_bin, REPO, state.exchange]
     reach += [Path(data)] if data else []
     granted = accounts.grant_traverse([p for p in reach if p.exists()])
+    # the students may read what the student bundle ships and what they run, nothing else of the repository
+    closed = boundary.close(boundary.plan(Path(sys.prefix), state, data))
+    acl = {"acl_granted": sorted(set(previous.get("acl_granted", [])) | set(map(str, granted))),
+           "acl_students": sorted(set(previous.get("acl_students", [])) | set(closed))}
+    # what `down --purge` takes back, recorded now: the rest of `up` may fail
+    state.course_json.write_text(json.dumps({"instructor": instructor, "students": names, **acl}, indent=1) + "\n")
     user_env = {"PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin", "LANG": os.environ.get("LANG", "C.UTF-8")}
     accounts.probe_python(names[0], python_bin / "python", user_env)
     passwords = accounts.ensure_passwords(state.logins, users)
@@ -169,7 +179,7 @@ def up(students: int = DEFAULT_STUDENTS, port: int = DEFAULT_PORT, state_dir: Pa
             "instructor": instructor, "students": names, "course_id": COURSE_ID, "exchange": str(state.exchange),
             "course_root": str(root), "python_bin": str(python_bin), "proxy": str(PROXY), "data": data,
             "labs": labs, "max_score": nbgrader["max_score"],
-            "acl_granted": sorted(set(previous.get("acl_granted", [])) | set(map(str, granted)))}
+            **acl}
     state.course_json.write_text(json.dumps(info, indent=1) + "\n")
 
     env = {**os.environ, STATE_ENV: str(state.root),
@@ -236,9 +246,12 @@ def down(state_dir: Path | str | None = None, purge: bool = False) -> list[str]:
         for user in users:
             accounts.remove_user(user)
         if not any(accounts.is_course_user(u.pw_name) for u in pwd.getpwall()):
-            # the entries are the group's: another course's users (same group) may still need them
+            # the entries are the groups': another course's users (same groups) may still need them, or
+            # still be kept out by them
             accounts.revoke_traverse(info.get("acl_granted", []))
-            accounts.remove_group()
+            boundary.reopen(info.get("acl_students", []))
+            accounts.remove_group(STUDENTS_GROUP)
+            accounts.remove_group(GROUP)
         if state.root.is_dir():
             shutil.rmtree(state.root)
     return stopped
