@@ -1,4 +1,4 @@
-"""What a network looks at: Grad-CAM, similarity maps of an embedding pair, vanilla gradients.
+"""What a network looks at: Grad-CAM and vanilla gradients of a class score.
 
 Each function takes images ``[B, 1, H, W]`` (28 x 28 in the labs) and returns maps ``[B, H, W]``:
 float32, non-negative and finite, on the CPU, one per image. They run on the network's device, in
@@ -8,8 +8,6 @@ eval mode (its training flag is restored), and leave the gradients of its parame
   (the output of the last :class:`torch.nn.Conv2d`, :func:`last_conv`) weighted by the mean
   gradient of a class score over each map, ``ReLU(sum_k mean_ij(dS/dA_kij) A_k)``, upsampled
   bilinearly from h x w (3 x 3 for the lab's ConvNet) to H x W.
-- :func:`similarity_maps`: the same weighting, with S the cosine similarity of the embeddings of a
-  query and a retrieved image: one map for each side of the pair.
 - :func:`vanilla_gradients` (Simonyan et al., 2014): ``|dS/dx|``, the absolute gradient of a class
   score with respect to each pixel, at full resolution.
 
@@ -17,7 +15,9 @@ The class score S of :func:`grad_cam` and :func:`vanilla_gradients` (:func:`clas
 classifier's output ``net(images)[b, c]`` (the lab's ConvNet) or, for a network with class vectors
 ``net.weight`` (Lab 4's NormSoftmax, ProxyNCA, ArcFace and Sub-center ArcFace networks), the cosine
 between the embedding ``net.features(images)`` and the class vector (the best sub-center's). A
-network with neither (EPSHN triplets, DVML) is explained through :func:`similarity_maps`.
+network with neither (EPSHN triplets, DVML) is explained through the similarity of a pair of images:
+Grad-CAM's weighting with S the cosine similarity of their embeddings, one map for each side, which
+the students write in Lab 4 (``similarity_maps``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["grad_cam", "similarity_maps", "vanilla_gradients", "class_scores", "last_conv"]
+from labtools.validate import check_images
+
+__all__ = ["grad_cam", "vanilla_gradients", "class_scores", "last_conv", "recorded_outputs"]
 
 
 def last_conv(net: nn.Module) -> nn.Conv2d:
@@ -46,18 +48,6 @@ def last_conv(net: nn.Module) -> nn.Conv2d:
         raise ValueError(f"{type(net).__name__} has no nn.Conv2d layer: Grad-CAM and similarity maps weight the "
                          "maps of the last convolution (vanilla_gradients needs none)")
     return convs[-1]
-
-
-def _check_images(images, name: str = "images") -> None:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape [B, 1, H, W], got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[1] != 1 or 0 in images.shape:
-        raise ValueError(f"{name} must have shape [B, 1, H, W] with B >= 1 (greyscale images), "
-                         f"got {list(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {images.dtype}")
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{name} contain NaN or infinite values")
 
 
 def class_scores(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -81,7 +71,7 @@ def class_scores(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"{type(net).__name__} gives no class scores: grad_cam and vanilla_gradients explain a "
                          "classifier (net(images) -> [B, C], the lab's ConvNet) or a network with class vectors "
                          "(net.weight, as Lab 4's networks but the triplet one have); explain an embedding "
-                         "with similarity_maps")
+                         "with similarity maps (Lab 4's similarity_maps)")
     scores = net(images)
     if not isinstance(scores, torch.Tensor) or scores.ndim != 2 or len(scores) != len(images):
         shape = list(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
@@ -119,8 +109,10 @@ def _explaining(net: nn.Module, *images: torch.Tensor):
 
 
 @contextlib.contextmanager
-def _maps_of(layer: nn.Conv2d):
-    """Within the block, the list of the outputs ``[B, K, h, w]`` of ``layer`` in each forward pass."""
+def recorded_outputs(layer: nn.Module):
+    """A context manager: within the block, the list of the outputs of ``layer`` (for a convolution,
+    its maps ``[B, K, h, w]``), one per forward pass, in the graph (a gradient can be taken with
+    respect to them); the hook is removed when the block ends."""
     outputs = []
     handle = layer.register_forward_hook(lambda module, inputs, output: outputs.append(output))
     try:
@@ -151,9 +143,9 @@ def grad_cam(net: nn.Module, images: torch.Tensor, target) -> torch.Tensor:
     class vector for Lab 4's networks); the maps are those of :func:`last_conv`, weighted as the
     module docstring says, upsampled to H x W: float32, non-negative, on the CPU.
     """
-    _check_images(images)
+    check_images(images)
     layer = last_conv(net)
-    with _explaining(net, images) as (x,), _maps_of(layer) as outputs:
+    with _explaining(net, images) as (x,), recorded_outputs(layer) as outputs:
         scores = class_scores(net, x)  # [B, C]
         maps = _one_map(outputs, layer, net)
         chosen = scores.gather(1, _targets(target, len(x), scores.shape[1], scores.device)[:, None])
@@ -161,38 +153,10 @@ def grad_cam(net: nn.Module, images: torch.Tensor, target) -> torch.Tensor:
     return _weighted(maps, gradient, images.shape[2:])
 
 
-def similarity_maps(net: nn.Module, query: torch.Tensor, retrieved: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where the similarity of a query and a retrieved image comes from, on each side of the pair.
-
-    query, retrieved: images ``[B, 1, H, W]``, pair b = (query[b], retrieved[b]). With
-    ``s_b = cos(net.features(query[b]), net.features(retrieved[b]))``, each side's last
-    convolutional maps (:func:`last_conv`) are weighted by the mean gradient of s_b over each map
-    (Grad-CAM's weighting): returns ``(query_maps [B, H, W], retrieved_maps [B, H, W])``, float32,
-    non-negative, on the CPU. Both sides run through the network in one batch.
-    """
-    _check_images(query, "query")
-    _check_images(retrieved, "retrieved")
-    if query.shape != retrieved.shape:
-        raise ValueError(f"query and retrieved must have the same shape [B, 1, H, W] (one retrieved image per "
-                         f"query), got {list(query.shape)} and {list(retrieved.shape)}")
-    if not callable(getattr(net, "features", None)):
-        raise ValueError(f"{type(net).__name__} has no features method: similarity_maps explains an embedding "
-                         "net.features(images) -> [B, D]")
-    layer = last_conv(net)
-    count = len(query)
-    with _explaining(net, torch.cat([query, retrieved])) as (x,), _maps_of(layer) as outputs:
-        features = F.normalize(net.features(x), dim=1)  # [2B, D]
-        maps = _one_map(outputs, layer, net)  # [2B, K, h, w]
-        similarity = (features[:count] * features[count:]).sum(dim=1)  # [B]
-        (gradient,) = torch.autograd.grad(similarity.sum(), maps)
-    cams = _weighted(maps, gradient, query.shape[2:])
-    return cams[:count], cams[count:]
-
-
 def vanilla_gradients(net: nn.Module, images: torch.Tensor, target) -> torch.Tensor:
     """Saliency maps ``[B, H, W]``: the absolute gradient of the class score of ``target`` (as in
     :func:`grad_cam`) with respect to each pixel of images ``[B, 1, H, W]``; float32, on the CPU."""
-    _check_images(images)
+    check_images(images)
     with _explaining(net, images) as (x,):
         scores = class_scores(net, x)
         chosen = scores.gather(1, _targets(target, len(x), scores.shape[1], scores.device)[:, None])

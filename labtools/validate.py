@@ -7,7 +7,7 @@ import numbers
 
 import torch
 
-__all__ = ["check_features", "check_labels", "check_weights", "check_pair", "check_positive_int"]
+__all__ = ["check_features", "check_labels", "check_weights", "check_pair", "check_positive_int", "check_images"]
 
 
 def check_features(features, name="features", unit=False):
@@ -61,3 +61,16 @@ def check_positive_int(value, name):
     """Check that ``value`` is an integer >= 1 (a Python or NumPy integer, not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_images(images, name="images"):
+    """Check that ``images`` is a float ``[B, 1, H, W]`` tensor (greyscale), B >= 1, of finite values."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape [B, 1, H, W], got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 1 or 0 in images.shape:
+        raise ValueError(f"{name} must have shape [B, 1, H, W] with B >= 1 (greyscale images), "
+                         f"got {list(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {images.dtype}")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name} contain NaN or infinite values")

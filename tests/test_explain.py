@@ -1,4 +1,7 @@
-"""labtools.explain: shapes, non-negative finite maps, known cases, the kit's networks, bad input refused."""
+"""labtools.explain: shapes, non-negative finite maps, known cases, the kit's networks, bad input refused.
+
+Lab 4's graded similarity_maps (its reference) is tested in tests/labs/test_lab4_explain.py, with
+the same helpers (:func:`assert_maps`, :class:`RegionNet`)."""
 
 import pytest
 import torch
@@ -7,7 +10,7 @@ from torch.nn import functional as F
 
 from labtools.data import digits_dataset
 from labtools.dvml import DVML
-from labtools.explain import class_scores, grad_cam, last_conv, similarity_maps, vanilla_gradients
+from labtools.explain import class_scores, grad_cam, last_conv, recorded_outputs, vanilla_gradients
 from labtools.models import ConvNet, EmbeddingNet, load_checkpoint
 
 
@@ -62,12 +65,25 @@ def test_maps_of_a_net_that_sees_one_quadrant_lie_in_that_quadrant(corner):
     query, retrieved = torch.rand(5, 1, 28, 28), torch.rand(5, 1, 28, 28)
     net = RegionNet(corner)
     seen = F.max_pool2d(region(corner)[None, None], 3, stride=1, padding=1)[0, 0]  # one pixel of the 3 x 3 reach
-    query_maps, retrieved_maps = similarity_maps(net, query, retrieved)
     cam = grad_cam(net, query, torch.tensor([0, 1, 2, 0, 1]))
     saliency = vanilla_gradients(net, query, 2)
-    for maps in (query_maps, retrieved_maps, cam, saliency):
+    for maps in (cam, saliency):
         assert_maps(maps, 5)
         assert (mass_in(maps, seen) == 1).all()  # all of it: none elsewhere
+
+
+def test_recorded_outputs_are_a_layers_maps_of_each_pass_in_the_graph(digits):
+    images, _ = digits
+    net, _ = load_checkpoint("models/mnist_classifier.pt")
+    layer = last_conv(net)
+    with recorded_outputs(layer) as outputs:
+        score = net.features(images)[:, 0].sum()
+        net.features(images[:2])
+    assert [list(o.shape) for o in outputs] == [[6, 64, 3, 3], [2, 64, 3, 3]]
+    (gradient,) = torch.autograd.grad(score, outputs[0])  # the maps are in the graph of the pass
+    assert gradient.shape == (6, 64, 3, 3) and gradient.abs().sum() > 0
+    net.features(images)
+    assert len(outputs) == 2 and not layer._forward_hooks  # the hook is gone after the block
 
 
 def test_vanilla_gradients_of_a_linear_classifier_are_its_weights():
@@ -84,8 +100,7 @@ def test_convnet_maps_have_the_image_shape_and_leave_the_net_as_it_was(digits):
     images, labels = digits
     net = load_checkpoint("models/mnist_classifier.pt")[0].train()
     assert last_conv(net) is net[6]
-    for maps in (grad_cam(net, images, labels), grad_cam(net, images, 3), vanilla_gradients(net, images, labels),
-                 *similarity_maps(net, images, images.flip(0))):
+    for maps in (grad_cam(net, images, labels), grad_cam(net, images, 3), vanilla_gradients(net, images, labels)):
         assert_maps(maps)
     assert net.training and all(p.grad is None for p in net.parameters())
     with torch.no_grad():  # gradients are enabled inside, whatever the caller's mode
@@ -96,10 +111,6 @@ def test_a_map_does_not_depend_on_the_rest_of_the_batch(digits):
     images, labels = digits
     net, _ = load_checkpoint("models/mnist_classifier.pt")
     torch.testing.assert_close(grad_cam(net, images, labels)[2:3], grad_cam(net, images[2:3], labels[2:3]))
-    query, retrieved = similarity_maps(net, images, images.flip(0))
-    alone = similarity_maps(net, images[1:2], images.flip(0)[1:2])
-    torch.testing.assert_close(query[1:2], alone[0])
-    torch.testing.assert_close(retrieved[1:2], alone[1])
 
 
 @pytest.mark.parametrize("name", ["norm_softmax", "proxy_nca", "arcface", "subcenter_arcface", "epshn_triplet"])
@@ -107,11 +118,9 @@ def test_lab4_networks_are_explained_through_their_class_vectors(digits, name):
     images, labels = digits
     net, _ = load_checkpoint(f"models/lab4/mnist_{name}_all.pt")
     assert isinstance(net, EmbeddingNet) and last_conv(net) is net.backbone[6]
-    for maps in similarity_maps(net, images, images.flip(0)):
-        assert_maps(maps)
     if name == "epshn_triplet":  # no class vectors, no class score
         with pytest.raises(ValueError, match="EmbeddingNet gives no class scores: .* explain an embedding with "
-                                             "similarity_maps"):
+                                             "similarity maps"):
             grad_cam(net, images, labels)
         return
     scores = class_scores(net, images)
@@ -133,14 +142,12 @@ def test_class_scores_of_the_lab4_networks_classify_mnist(mnist_test):
 
 def test_a_held_out_lab4_network_and_the_lab5_network():
     images = digits_dataset().tensors[0][:4]
-    net, _ = load_checkpoint("models/lab4/mnist_norm_softmax_heldout.pt")  # 8 classes: 0-7
-    assert_maps(grad_cam(net, images, 7), 4)
-    with pytest.raises(ValueError, match=r"target must hold class ids in 0..7 \(the network's 8 classes\), got 9..9"):
+    net, _ = load_checkpoint("models/lab4/mnist_norm_softmax_heldout.pt")  # 5 classes: 0-4
+    assert_maps(grad_cam(net, images, 4), 4)
+    with pytest.raises(ValueError, match=r"target must hold class ids in 0..4 \(the network's 5 classes\), got 9..9"):
         grad_cam(net, images, 9)
     dvml, _ = load_checkpoint("models/lab5/fashion_dvml_two_phase_a_heldout.pt")
     assert isinstance(dvml, DVML) and last_conv(dvml) is dvml.backbone[6]
-    for maps in similarity_maps(dvml, images, images.flip(0)):
-        assert_maps(maps, 4)
     with pytest.raises(ValueError, match="DVML gives no class scores"):
         vanilla_gradients(dvml, images, 0)
 
@@ -158,12 +165,6 @@ def test_a_held_out_lab4_network_and_the_lab5_network():
      r"target must be a class id or an integer tensor of B=6 class ids, got torch.float32 \[6\]"),
     (lambda net, x: vanilla_gradients(net, x, torch.tensor([1, 2])), ValueError, r"B=6 class ids, got torch.int64 \[2\]"),
     (lambda net, x: grad_cam(net, x, True), ValueError, "target must be a class id .* got True"),
-    (lambda net, x: similarity_maps(net, x, x[:3]), ValueError,
-     r"query and retrieved must have the same shape \[B, 1, H, W\] \(one retrieved image per query\), "
-     r"got \[6, 1, 28, 28\] and \[3, 1, 28, 28\]"),
-    (lambda net, x: similarity_maps(net, x, x[:, 0]), ValueError, r"retrieved must have shape \[B, 1, H, W\]"),
-    (lambda net, x: similarity_maps(nn.Sequential(nn.Conv2d(1, 2, 3)), x, x), ValueError,
-     "Sequential has no features method: similarity_maps explains an embedding"),
     (lambda net, x: grad_cam("net", x, 0), TypeError, "net must be a torch.nn.Module, got str"),
 ])
 def test_bad_input_is_refused_in_the_users_terms(digits, call, error, words):

@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).parent / "submissions"))
 import build  # noqa: E402
 
 HEADER = ["import math", "import torch", "from torch import nn", "from torch.nn import functional as F",
-          "from labtools.validate import check_features, check_labels, check_pair, check_weights",
-          "from labtools.models import extract_features"]
+          "from labtools.validate import check_features, check_images, check_labels, check_pair, check_weights",
+          "from labtools.models import extract_features", "from labtools.explain import last_conv, recorded_outputs"]
 #: Hidden checks left out: the file checks of a submitted checkpoint (tests/labs/test_lab2_triplet.py).
 FILE_CHECKS = "file"
 

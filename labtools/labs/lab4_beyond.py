@@ -1,6 +1,7 @@
-"""Lab 4: classification losses, unseen classes, Recall@K, NMI and F1.
+"""Lab 4: classification losses, unseen classes, Recall@K, NMI and F1, similarity maps.
 
-Its public checks follow the spec; :func:`recall_value` reads a Recall@K result for the grader too.
+Its public checks follow the spec; :func:`recall_value` and :func:`maps_value` read a Recall@K
+result and a pair of similarity maps for the grader too.
 """
 
 import functools
@@ -8,13 +9,13 @@ import math
 
 import torch
 
-from labtools.checks.builders import (circle_call, points_on_circle, simple_check, static_loop_check, unit_rows,
-                                     vectorized_check)
+from labtools.checks.builders import (circle_call, points_on_circle, simple_check, static_loop_check,
+                                     synthetic_images, unit_rows, vectorized_check)
 from labtools.checks.registry import Call
 from labtools.judges import all_judged, describe_tensor, expect_loss, expect_tensor, failed, float_value, parsed
 from labtools.labs import LabSpec, Solution
 
-__all__ = ["SPEC", "recall_value"]
+__all__ = ["SPEC", "recall_value", "maps_value", "pair_images"]
 
 SPEC = LabSpec(
     id="lab4_beyond",
@@ -22,7 +23,7 @@ SPEC = LabSpec(
     solutions=(Solution("distances", reference="lab1_retrieval", extracted=True), Solution("recall_at_k", 1.5),
                Solution("kmeans", extracted=True), Solution("contingency_table", extracted=True),
                Solution("nmi", 1.5), Solution("f1", 1.5), Solution("NormSoftmax", 1.0),
-               Solution("norm_softmax_loss", 1.0), Solution("arcface_loss", 1.0)),
+               Solution("norm_softmax_loss", 1.0), Solution("arcface_loss", 1.0), Solution("similarity_maps", 1.0)),
 )
 
 
@@ -227,3 +228,74 @@ simple_check("NormSoftmax.projection", SPEC.id, "NormSoftmax", 0.2,
              "with embedding_dim, a linear projection to that size before the L2 normalization",
              lambda: [_head_call({"call": [_X]}, embedding_dim=4), _head_call({"attr": "weight"}, embedding_dim=4)],
              _head_judge(4, "NormSoftmax(16, 5, embedding_dim=4)"))
+
+
+# ----------------------------------------------------------------------------------------------
+# similarity_maps (of a seeded ConvNet: the checks build it in the worker, {"__spec__": "convnet"})
+
+
+def pair_images(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` seeded pairs of toy images: ``(query [count, 1, 28, 28], retrieved [count, 1, 28, 28])``."""
+    images, _ = synthetic_images(count, 2, seed)  # [2 count, 1, 28, 28]
+    return images[:count], images[count:]
+
+
+def maps_value(value, count: int, size=(28, 28)):
+    """``((query_maps, retrieved_maps), None)`` for a pair of float maps ``[count, *size]``, finite and
+    non-negative, else ``(None, message)``."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        return None, f"similarity_maps should return a pair (query_maps, retrieved_maps), got {describe_tensor(value)}"
+    for side, maps in zip(("query_maps", "retrieved_maps"), value):
+        problem = expect_tensor(maps, side, [count, *size])
+        if problem:
+            return None, problem
+        if not maps.is_floating_point() or not torch.isfinite(maps).all():
+            return None, f"{side} should hold finite floats, got {maps.dtype} with NaN or infinite values"
+        if (maps < 0).any():
+            return None, f"{side} has negative values: Grad-CAM's weighting ends with a ReLU"
+    return (value[0].float(), value[1].float()), None
+
+
+def _maps_call(count=3, seed=0, *, net_seed=0, swap=False, same=False) -> Call:
+    query, retrieved = pair_images(count, seed)
+    if same:
+        retrieved = query
+    if swap:
+        query, retrieved = retrieved, query
+    return Call("similarity_maps", [{"__spec__": "convnet", "seed": net_seed}, query, retrieved])
+
+
+def _maps_shapes(outcomes, ctx):
+    got, problem = parsed(outcomes, maps_value, 3)
+    if problem:
+        return False, problem
+    if not all(maps.sum() > 0 for maps in got):
+        return False, "the maps of three pairs are all zero: weight the maps by the gradient of the similarity"
+    return True, "three pairs give two maps [3, 28, 28] each, non-negative and not all zero"
+
+
+simple_check("similarity_maps.shapes", SPEC.id, "similarity_maps", 0.2,
+             "similarity_maps(net, query, retrieved) of three pairs: two maps [3, 28, 28], non-negative",
+             lambda: [_maps_call()], _maps_shapes)
+
+
+def _maps_symmetry(outcomes, ctx):
+    failure = failed(outcomes)
+    if failure:
+        return False, failure
+    (forth, problem), (back, problem_back), (same, problem_same) = (maps_value(o.value, 3) for o in outcomes)
+    if problem or problem_back or problem_same:
+        return False, problem or problem_back or problem_same
+    if not (torch.allclose(forth[0], back[1], atol=1e-5) and torch.allclose(forth[1], back[0], atol=1e-5)):
+        return False, ("swapping query and retrieved should swap the two maps: each side's map should come from "
+                       "its own image's maps and their gradient")
+    if not torch.allclose(same[0], same[1], atol=1e-5):
+        return False, "a pair of one image twice should give two equal maps"
+    return True, "swapping the pair swaps the maps; a pair of one image twice gives two equal maps"
+
+
+simple_check("similarity_maps.symmetry", SPEC.id, "similarity_maps", 0.2,
+             "the similarity is symmetric: swapping query and retrieved swaps the maps",
+             lambda: [_maps_call(), _maps_call(swap=True), _maps_call(same=True)], _maps_symmetry)
+vectorized_check(SPEC.id, "similarity_maps", 0.2, lambda s: Call(
+    "similarity_maps", [{"__spec__": "convnet", "seed": 0}, *pair_images(4 * s, 1)], {}, instrument=True))

@@ -449,7 +449,7 @@ def test_full_ranking_map_equals_pytorch_metric_learning_with_k_none():
 ])
 def test_lab4_notebook_submissions_are_extracted_and_graded(tmp_path, mistake, lost_checks):
     """A Lab 4 notebook: its NormSoftmax class cell and its helpers (kmeans, contingency_table) are
-    extracted with the setup cell's imports; the reference earns 7.5 points, a mistake loses its checks."""
+    extracted with the setup cell's imports; the reference earns 8.5 points, a mistake loses its checks."""
     from autograder.grading.trusted import grade_submission
     from labtools.checks.submission import extract_submission
 
@@ -462,4 +462,4 @@ def test_lab4_notebook_submissions_are_extracted_and_graded(tmp_path, mistake, l
     lost = {c["check"] for c in result["checks"] if c["points"] < c["max_points"]}
     assert lost == lost_checks, {c["check"]: c["message"] for c in result["checks"] if c["check"] in lost}
     total = sum(c["points"] for c in result["checks"])
-    assert total == pytest.approx(7.5 - sum(c["max_points"] for c in result["checks"] if c["check"] in lost_checks))
+    assert total == pytest.approx(8.5 - sum(c["max_points"] for c in result["checks"] if c["check"] in lost_checks))

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from autograder import evaluation
-from autograder.labs.lab4_beyond.study import (DATASETS, HELD_OUT, KS, LOSSES, OUT_DIR, RUNS, flat_scores, remeasure,
-                                               rescore_run, score_features, table, train_run, training_set)
+from autograder.labs.lab4_beyond.study import (DATASETS, HELD_OUT, KS, LOSSES, OUT_DIR, RUNS, drop_table, flat_scores,
+                                               remeasure, rescore_run, score_features, table, train_run,
+                                               training_set, validation_set)
 from labtools import neighbors
 from labtools.models import EmbeddingNet, load_checkpoint
 
@@ -22,12 +23,12 @@ CARDS = sorted(OUT_DIR.glob("*.json"))
 REMEASURED = [p for p in CARDS if p.stem.endswith("_heldout") or os.environ.get("LABTOOLS_ALL_CARDS") == "1"]
 
 
-def test_twenty_runs_two_datasets_five_losses_all_classes_or_two_held_out():
-    assert len(RUNS) == 20 and HELD_OUT == (8, 9)
+def test_twenty_runs_two_datasets_five_losses_all_classes_or_half_held_out():
+    assert len(RUNS) == 20 and HELD_OUT == (5, 6, 7, 8, 9)
     assert {(r.dataset, r.loss, r.held_out) for r in RUNS.values()} == {
         (d, loss, h) for d in DATASETS for loss in LOSSES for h in (False, True)}
     assert all(run.setting is LOSSES[run.loss] and run.out_dir == OUT_DIR for run in RUNS.values())
-    assert RUNS["fashion_arcface_heldout"].classes == tuple(range(8))
+    assert RUNS["fashion_arcface_heldout"].classes == tuple(range(5))
     assert RUNS["mnist_proxy_nca_all"].classes == tuple(range(10))
 
 
@@ -49,6 +50,13 @@ def test_card_describes_its_weights(card_path):
     assert card["held_out_classes"] == (list(HELD_OUT) if run.held_out else [])
     assert (record["dataset"], record["loss"]) == (card["dataset"], card["loss"]) == (DATASETS[run.dataset], run.loss)
     assert len(record["history"]["loss"]) == card["epochs"]
+    if run.held_out:  # trained with validation: the curves of every metric, one value per epoch
+        assert {key for key in record["history"] if key.startswith("val_")} == {
+            "val_map", "val_recall_at_1", "val_recall_at_2", "val_recall_at_4", "val_recall_at_8", "val_p_at_1",
+            "val_nmi"}
+        assert all(len(record["history"][key]) == card["epochs"] and 0 <= min(record["history"][key])
+                   and max(record["history"][key]) <= 1 for key in record["history"] if key.startswith("val_"))
+        assert "validation" in card
     assert card["hyperparameters"] == loss.hyperparameters
     assert card["command"].startswith(f"python -m autograder unseen {card_path.stem}")
     assert record["scores"] == pytest.approx(flat_scores(card["scores"]))
@@ -87,12 +95,21 @@ def test_rescoring_rewrites_the_scores_not_the_weights(tmp_path, require_data):
 
 
 def test_the_table_is_the_cards():
-    text = table([json.loads((OUT_DIR / f"{name}.json").read_text()) for name in RUNS])
+    cards = [json.loads((OUT_DIR / f"{name}.json").read_text()) for name in RUNS]
+    text = table(cards)
     rows = text.strip().split("\n")[2:]
     assert len(rows) == 2 * len(CARDS)
-    assert (OUT_DIR / "results.md").read_text() == text
+    drops = drop_table(cards)
+    assert (OUT_DIR / "results.md").read_text() == (
+        text + "\nPrecision drop (per-class P@1, all classes - held out):\n\n" + drops)
+    full, held = (json.loads((OUT_DIR / f"fashion_arcface_{t}.json").read_text()) for t in ("all", "heldout"))
+    row = next(r for r in drops.split("\n") if r.startswith("| FashionMNIST | arcface |"))
+    unseen_drop = sum(full["scores"]["p_at_1_per_class"][c] - held["scores"]["p_at_1_per_class"][c]
+                      for c in HELD_OUT) / len(HELD_OUT)
+    assert row.split("|")[5].strip() == f"{unseen_drop:.3f}"
+    assert len(drops.strip().split("\n")) == 2 + len(RUNS) // 2 and drop_table(cards[:1]) == ""
     card = json.loads((OUT_DIR / "fashion_arcface_heldout.json").read_text())
-    unseen = next(r for r in rows if "| FashionMNIST | arcface | classes 0-7 | unseen" in r)
+    unseen = next(r for r in rows if "| FashionMNIST | arcface | classes 0-4 | unseen" in r)
     cells = [c.strip() for c in unseen.strip("|").split("|")]
     assert cells[4] == f"{card['scores']['unseen']['p_at_1']:.3f}"
     assert cells[5:5 + len(KS)] == [f"{card['scores']['unseen']['recall_at_k'][str(k)]:.3f}" for k in KS]
@@ -166,8 +183,10 @@ def test_held_out_classes_are_left_out_of_training(require_data):
     require_data("MNIST")
     images, labels = training_set(RUNS["mnist_arcface_heldout"]).tensors
     everything = training_set(RUNS["mnist_arcface_all"]).tensors[1]
-    assert len(everything) == 54_000 and set(labels.tolist()) == set(range(8))
-    assert len(labels) == int((everything < 8).sum()) == len(images)
+    assert len(everything) == 54_000 and set(labels.tolist()) == set(range(5))
+    assert len(labels) == int((everything < 5).sum()) == len(images)
+    val_labels = validation_set(RUNS["mnist_arcface_heldout"]).tensors[1]
+    assert set(val_labels.tolist()) == set(range(5)) and len(validation_set(RUNS["mnist_arcface_all"])) == 6000
 
 
 @pytest.mark.slow
@@ -178,7 +197,8 @@ def test_a_run_trains_and_writes_its_card(tmp_path, require_data):
     assert json.loads((tmp_path / "mnist_subcenter_arcface_heldout.json").read_text()) == card
     assert not (tmp_path / "mnist_subcenter_arcface_heldout.train.pt").exists()
     net, _ = load_checkpoint(tmp_path / "mnist_subcenter_arcface_heldout.pt")
-    assert net.weight.shape == (8, 3, 256)
+    assert net.weight.shape == (5, 3, 256)
+    assert len(load_checkpoint(tmp_path / "mnist_subcenter_arcface_heldout.pt")[1]["history"]["val_recall_at_1"]) == 1
     scores = card["scores"]
     assert len(scores["p_at_1_per_class"]) == 10 and set(scores) == {"p_at_1", "p_at_1_per_class", "seen", "unseen"}
     assert set(scores["seen"]["recall_at_k"]) == {str(k) for k in KS}

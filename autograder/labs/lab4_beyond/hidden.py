@@ -1,5 +1,5 @@
-"""Lab 4's hidden checks: recall_at_k, nmi, f1 and the two classification losses against the
-reference, and the NormSoftmax head on random inputs."""
+"""Lab 4's hidden checks: recall_at_k, nmi, f1, the two classification losses and the similarity
+maps against the reference, and the NormSoftmax head on random inputs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from autograder.grading.inputs import clustered_batch, tight_clusters
 from labtools.checks.builders import unit_rows
 from labtools.checks.registry import Call, Check, register
 from labtools.judges import expect_tensor, float_value, parsed
-from labtools.labs.lab4_beyond import recall_value
+from labtools.labs.lab4_beyond import maps_value, pair_images, recall_value
 
 LAB = "lab4_beyond"
 
@@ -78,6 +78,29 @@ def classification_random(draw_kwargs):
     return draw
 
 
+def maps_fixed():
+    return [{"__spec__": "convnet", "seed": 7}, *pair_images(5, 11)], {}
+
+
+def maps_random(rng: random.Random):
+    """A ConvNet of random seeded weights and 2 to 6 pairs of seeded toy images."""
+    return [{"__spec__": "convnet", "seed": rng.randrange(1 << 30)},
+            *pair_images(rng.randint(2, 6), rng.randrange(1 << 30))], {}
+
+
+def maps_compare(value, expected, where):
+    got, problem = maps_value(value, len(expected[0]))
+    if problem:
+        return False, f"{where}: {problem}"
+    for side, mine, theirs in zip(("query", "retrieved"), got, expected):
+        scale = max(theirs.abs().max().item(), 1e-12)
+        err = (mine - theirs).abs().max().item() / scale
+        if err > TOL:
+            return False, (f"{where}: the {side} maps differ from the reference's by up to {err:.2e} of their "
+                           f"largest value (tolerance {TOL:g})")
+    return True, f"{where}: both maps match the reference (relative tolerance {TOL:g})"
+
+
 VALUES = (
     HiddenValues("recall_at_k", (0.25, 0.25), recall_fixed, recall_compare, recall_random),
     HiddenValues("nmi", (0.25, 0.25), lambda: (list(tight_clusters(5, 8, 29)), {}), same_score("nmi"), clusters_random),
@@ -88,6 +111,7 @@ VALUES = (
     HiddenValues("arcface_loss", (0.15, 0.15), arcface_fixed, same_loss("arcface_loss"),
                  classification_random(lambda rng: {"margin": rng.choice([0.1, 0.3, 0.5]),
                                                     "scale": rng.choice([8.0, 16.0, 64.0])})),
+    HiddenValues("similarity_maps", (0.2, 0.2), maps_fixed, maps_compare, maps_random),
 )
 register_values(LAB, VALUES)
 

@@ -1,4 +1,5 @@
-"""Lab 4 reference: retrieval and clustering metrics, the NormSoftmax head and loss, ArcFace.
+"""Lab 4 reference: retrieval and clustering metrics, the NormSoftmax head and loss, ArcFace, and
+the similarity maps of an embedding pair.
 
 Distances are squared Euclidean between L2-normalized rows (Lab 1's ``distances``). Every function
 is loop-free over the data; ``kmeans`` loops over its seeding steps and iterations only.
@@ -11,7 +12,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from autograder.labs.lab1_retrieval.reference import distances
-from labtools.validate import check_features, check_labels, check_weights
+from labtools.explain import last_conv, recorded_outputs
+from labtools.validate import check_features, check_images, check_labels, check_weights
 
 
 def recall_at_k(features, labels, ks=(1, 2, 4, 8, 16, 32)):
@@ -213,3 +215,44 @@ def arcface_loss(features, labels, weight, margin=0.5, scale=64.0):
     true_logit = torch.where(theta <= math.pi - margin, torch.cos(theta + margin), true_cos - margin * math.sin(margin))
     logits = cos.scatter(1, labels[:, None], true_logit)  # [B, C]
     return F.cross_entropy(scale * logits, labels)
+
+
+def similarity_maps(net, query, retrieved):
+    """Where the similarity of a query and a retrieved image comes from, on each side of the pair.
+
+    net: a network with an embedding ``net.features(images) -> [B, D]`` and convolutions; the maps
+    A ``[2B, K, h, w]`` are the outputs of its last ``nn.Conv2d`` (``labtools.explain.last_conv``,
+    recorded by ``labtools.explain.recorded_outputs``) for both sides run in one batch. query,
+    retrieved: images ``[B, 1, H, W]``, pair b = (query[b], retrieved[b]). With s_b the cosine
+    similarity of the pair's embeddings, each side's map is Grad-CAM's weighting of its maps by the
+    mean gradient of s_b over each of them, ``ReLU(sum_k mean_ij(ds_b/dA_kij) A_k)``, upsampled
+    bilinearly from h x w to H x W. The network runs in eval mode (its training flag restored),
+    gradients enabled, on its device. Returns ``(query_maps [B, H, W], retrieved_maps [B, H, W])``:
+    float32, non-negative, on the CPU.
+    """
+    check_images(query, "query")
+    check_images(retrieved, "retrieved")
+    if query.shape != retrieved.shape:
+        raise ValueError(f"query and retrieved must have the same shape [B, 1, H, W] (one retrieved image per "
+                         f"query), got {list(query.shape)} and {list(retrieved.shape)}")
+    if not hasattr(net, "features"):
+        raise ValueError(f"{type(net).__name__} has no features method: similarity_maps explains an embedding "
+                         "net.features(images) -> [B, D]")
+    layer, count = last_conv(net), len(query)
+    # the images require a gradient, so that the maps do even if the network's parameters don't
+    both = torch.cat([query, retrieved]).detach().to(layer.weight.device).requires_grad_(True)  # [2B, 1, H, W]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.enable_grad(), recorded_outputs(layer) as outputs:
+            features = F.normalize(net.features(both), dim=1)  # [2B, D]
+            similarity = (features[:count] * features[count:]).sum(dim=1)  # [B]
+            maps = outputs[-1]  # [2B, K, h, w]
+            (gradient,) = torch.autograd.grad(similarity.sum(), maps)
+    finally:
+        net.train(was_training)
+    weights = gradient.mean(dim=(2, 3), keepdim=True)  # [2B, K, 1, 1]
+    cams = F.relu((weights * maps).sum(dim=1, keepdim=True))  # [2B, 1, h, w]
+    cams = F.interpolate(cams, size=query.shape[2:], mode="bilinear", align_corners=False)[:, 0]
+    cams = cams.detach().float().cpu()
+    return cams[:count], cams[count:]

@@ -1,4 +1,4 @@
-"""Lab 5's study: Deep Variational Metric Learning on Fashion-MNIST with classes 8 and 9 held out.
+"""Lab 5's study: Deep Variational Metric Learning on Fashion-MNIST with classes 5-9 held out.
 
 Lab 5's runs (:data:`RUNS`, shipped in ``models/lab5/``) train a :class:`~labtools.dvml.DVML`
 network with :func:`autograder.training.fit` on Lab 4's held-out-class split: three settings of

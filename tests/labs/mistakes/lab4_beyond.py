@@ -69,4 +69,15 @@ def recall_at_k(features, labels, ks=(1, 2, 4, 8, 16, 32)):
     "arcface_margin_on_the_cosine": Mistake(
         lost={"arcface_loss.hand_example", "arcface_loss.hidden_fixed", "arcface_loss.hidden_random"},
         edits=[("torch.cos(theta + margin)", "true_cos - margin")]),
+    # every activation weighted by its own gradient, not each map by its mean gradient (still symmetric)
+    "similarity_gradient_not_averaged": Mistake(
+        lost={"similarity_maps.hidden_fixed", "similarity_maps.hidden_random"},
+        edits=[("weights = gradient.mean(dim=(2, 3), keepdim=True)  # [2B, K, 1, 1]",
+                "weights = gradient  # [2B, K, h, w]")]),
+    # the retrieved side detached: the similarity has no gradient there, its maps are all zero
+    "similarity_one_sided": Mistake(
+        lost={"similarity_maps.shapes", "similarity_maps.symmetry", "similarity_maps.hidden_fixed",
+              "similarity_maps.hidden_random"},
+        edits=[("similarity = (features[:count] * features[count:]).sum(dim=1)  # [B]",
+                "similarity = (features[:count] * features[count:].detach()).sum(dim=1)  # [B]")]),
 }
