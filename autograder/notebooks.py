@@ -5,7 +5,7 @@ A line starting with ``# %%`` opens a cell; the rest of that line says what the 
 
     # %%                                   a code cell
     # %% [markdown]                        a markdown cell (its lines are "# "-commented)
-    # %% [markdown] {"nbgrader": "answer", "id": "report_distances", "points": 0}
+    # %% [markdown] {"nbgrader": "answer", "id": "report_distances"}
                                            a manually graded answer cell (Markdown)
     # %% [solution] distances              the solution cell of `distances`
     # %% [tests] distances                 the locked autograded test cell `test_distances`
@@ -15,13 +15,14 @@ A line starting with ``# %%`` opens a cell; the rest of that line says what the 
 
 What the lab grades is declared once, in its spec (``labtools/labs/<lab>.py``, see
 :mod:`labtools.labs`), and read from there: the points of each test cell (``Solution.points``,
-``FileDeliverable.points``), whether a solution cell is graded (an ungraded one, pasted from an
-earlier lab or called by a graded function, is still cleared from the release and carries the tag
+``FileDeliverable.points``) and of each answer cell of the report (``Report.points``, graded by
+hand in formgrader), whether a solution cell is graded (an ungraded one, pasted from an earlier lab
+or called by a graded function, is still cleared from the release and carries the tag
 ``ungraded``) and which lab's reference module holds its solution (``Solution.reference``). The
-source names its [solution] and [tests] cells, in the spec's order, and states none of that: a
-source that does (``points``, ``graded``, ``reference``), or that has a solution or test cell the
-spec does not declare or lacks one it declares, is refused with the file, the line and the spec
-to edit.
+source names its [solution] and [tests] cells and its answer cells, in the spec's order, and
+states none of that: a source that does (``points``, ``graded``, ``reference``), or that has a
+solution, test or answer cell the spec does not declare or lacks one it declares, is refused with
+the file, the line and the spec to edit.
 
 A solution cell is never written by hand: its code is generated from the reference module
 (``autograder.labs.<lab>.reference``), the def line and docstring of the function followed by
@@ -266,10 +267,20 @@ def check_against_spec(lab: LabSpec, path: Path, cells: list[CellSpec]) -> None:
     file, the line and the spec to edit."""
     edit = f"labtools/labs/{lab.id}.py"
     for cell in cells:
-        stated = sorted(set(SPEC_OPTIONS) & set(cell.options)) if cell.kind in ("solution", "tests") else []
+        answer = cell.kind == "markdown" and cell.options.get("nbgrader") == "answer"
+        stated = sorted(set(SPEC_OPTIONS) & set(cell.options)) if cell.kind in ("solution", "tests") or answer else []
         if stated:
-            raise NotebookSourceError(f"{path}:{cell.line_number}: {stated} of [{cell.kind}] {cell.name} come from "
+            what = f"the answer cell {cell.options.get('id')}" if answer else f"[{cell.kind}] {cell.name}"
+            raise NotebookSourceError(f"{path}:{cell.line_number}: {stated} of {what} come from "
                                       f"the lab's spec: remove them here, edit {edit} to change them")
+    answers = [(cell.options.get("id"), cell) for cell in cells
+               if cell.kind == "markdown" and cell.options.get("nbgrader") == "answer"]
+    if [answer for answer, _ in answers] != list(lab.report_points):
+        where = next((f"{path}:{cell.line_number}" for answer, cell in answers if answer not in lab.report_points),
+                     str(path))
+        raise NotebookSourceError(f"{where}: the answer cells {[answer for answer, _ in answers]} are not the report "
+                                  f"cells {list(lab.report_points)} that {edit} declares, in that order; declare "
+                                  f"them there (with their points) or edit the cells")
     for kind, names in (("solution", [s.name for s in lab.solutions]), ("tests", list(lab.test_points))):
         found = [cell for cell in cells if cell.kind == kind]
         for cell in found:
@@ -311,7 +322,7 @@ def build_notebook(lab: str, outputs: dict | None = None, *, with_outputs: bool 
                 if not cell_id:
                     raise NotebookSourceError(f"{where}: an answer cell needs an \"id\"")
                 nbgrader = _nbgrader(cell_id, grade=True, solution=True, locked=False,
-                                     points=float(options.pop("points", 0)))
+                                     points=float(declared.report_points[cell_id]))
             elif role == "locked":
                 locked_count += 1
                 nbgrader = _nbgrader(cell_id or f"locked_md_{locked_count}", grade=False, solution=False, locked=True)

@@ -40,13 +40,6 @@ POINTS = {lab: {f"test_{name}": points for name, points in lab_spec(lab).test_po
 #: and f1, which call them).
 UNGRADED = {lab: set(lab_spec(lab).ungraded) for lab in LABS}
 #: Manually graded answer cells (for the report).
-ANSWERS = {
-    "lab1_retrieval": {"report_distances", "report_retrieval", "report_pr_map"},
-    "lab2_triplet": {"report_settings", "report_training", "report_comparison"},
-    "lab3_smoothap": {"report_settings", "report_validation", "report_comparison", "report_retrieval"},
-    "lab4_beyond": {"report_losses", "report_unseen", "report_inside"},
-    "lab5_dvml": {"report_dvml"},
-}
 #: The shipped cards whose scores each lab's reference_map cell prints, and which scores (those on the card).
 CARDS = {
     "lab1_retrieval": {"mnist_classifier": ("map_100",)},
@@ -151,7 +144,8 @@ def test_nbgrader_roles_and_points(lab):
         for c in nb.cells
         if c.cell_type == "markdown" and nbgrader(c).get("solution")
     }
-    assert answers == dict.fromkeys(ANSWERS[lab], 0.0)
+    assert answers == lab_spec(lab).report_points and all(points > 0 for points in answers.values())
+    assert lab_spec(lab).max_score == sum(tests.values()) + sum(answers.values())
     ids = [c.id for c in nb.cells]
     assert len(ids) == len(set(ids))
     grade_ids = [nbgrader(c)["grade_id"] for c in nb.cells if nbgrader(c)]
@@ -348,14 +342,24 @@ LAB1_CELLS = ["# %% [solution] distances", "# %% [tests] distances", "# %% [solu
               "# %% [tests] evaluate_AP", "# %% [solution] evaluate_mAP", "# %% [tests] evaluate_mAP"]
 
 
+def answer(cell_id, options=""):
+    """The two lines of a Markdown answer cell ``cell_id``."""
+    return [f'# %% [markdown] {{"nbgrader": "answer", "id": "{cell_id}"{options}}}', "# *YOUR ANSWER HERE*"]
+
+
+#: Lab 1's answer cells, as its spec declares them (appended after the code cells by ``lab1_source``).
+LAB1_ANSWERS = [line for cell_id in ("report_distances", "report_retrieval", "report_pr_map") for line in answer(cell_id)]
+
+
 @pytest.fixture
 def lab1_source(tmp_path, monkeypatch):
-    """A function writing the lines it is given as Lab 1's notebook source (for the builder to refuse)."""
+    """A function writing the lines it is given, then (unless ``answers`` says otherwise) Lab 1's answer
+    cells, as Lab 1's notebook source (for the builder to refuse)."""
     source = tmp_path / "notebook.py"
     monkeypatch.setattr(notebooks, "source_path", lambda lab: source)
 
-    def write(lines):
-        source.write_text("\n".join(lines) + "\n")
+    def write(lines, answers=LAB1_ANSWERS):
+        source.write_text("\n".join(lines + answers) + "\n")
 
     return write
 
@@ -369,6 +373,22 @@ def test_the_cells_of_the_spec_build(lab1_source):
     nb = build_lab1()
     tests = {nbgrader(c)["grade_id"]: nbgrader(c)["points"] for c in nb.cells if is_test_cell(c)}
     assert tests == POINTS["lab1_retrieval"]
+    answers = {nbgrader(c)["grade_id"]: nbgrader(c)["points"] for c in nb.cells if c.cell_type == "markdown"}
+    assert answers == {"report_distances": 0.5, "report_retrieval": 0.5, "report_pr_map": 0.5}
+
+
+@pytest.mark.parametrize("answers, where", [
+    (answer("report_distances", ', "points": 2') + LAB1_ANSWERS[2:], "notebook.py:7: ['points'] of the answer cell "
+                                                                    "report_distances come from the lab's spec"),
+    (LAB1_ANSWERS[2:], "the answer cells ['report_retrieval', 'report_pr_map'] are not the report cells"),
+    (LAB1_ANSWERS + answer("report_extra"), "notebook.py:13: the answer cells"),
+    (LAB1_ANSWERS[2:4] + LAB1_ANSWERS[:2] + LAB1_ANSWERS[4:], "in that order"),
+])
+def test_answer_cells_are_the_specs_report_cells(lab1_source, answers, where):
+    lab1_source(LAB1_CELLS, answers=answers)
+    with pytest.raises(notebooks.NotebookSourceError, match="labtools/labs/lab1_retrieval.py") as error:
+        build_lab1()
+    assert where in str(error.value)
 
 
 def test_marker_errors_are_reported(lab1_source):

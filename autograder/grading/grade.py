@@ -66,7 +66,12 @@ def grade(lab: str, submissions: Path, out: Path, jobs: int = 1, course: Path = 
             merge(gradebook, lab, result)
             results.append(result)
     results.sort(key=lambda r: r["student"])
-    write_report(lab, results, out, all_labs()[lab].total, sandboxed)
+    spec = all_labs()[lab]
+    write_report(lab, results, out, spec.total, sandboxed)
+    if spec.report_total:
+        print(f"the points above are the automatic checks' ({spec.total:g}); the report's {spec.report_total:g} "
+              f"(answer cells {', '.join(spec.report_points)}) are graded by hand in formgrader, "
+              f"out of {spec.max_score:g} in all")
     if similarity:  # flags only: after the grades are written, it changes none of them
         from autograder.similarity import report
 

@@ -15,7 +15,7 @@ import pkgutil
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["Solution", "FileDeliverable", "LabSpec", "all_labs", "lab", "lab_ids"]
+__all__ = ["Solution", "FileDeliverable", "Report", "LabSpec", "all_labs", "lab", "lab_ids"]
 
 
 @dataclass(frozen=True)
@@ -55,19 +55,50 @@ class FileDeliverable:
 
 
 @dataclass(frozen=True)
+class Report:
+    """A written answer of the report: the Markdown answer cell ``id`` of the notebook, graded by hand
+    (in formgrader) out of ``points``."""
+
+    id: str
+    points: float
+
+
+@dataclass(frozen=True)
 class LabSpec:
     """One lab: its id (the notebook's and the assignment's name), its title, its solution cells in
-    notebook order and the files it asks for."""
+    notebook order, the files it asks for and its report's answer cells in notebook order.
+
+    The lab's points are split between the automatic checks (:attr:`total`, the test cells) and the
+    report, graded by hand (:attr:`report_total`); :attr:`max_score` is both.
+    """
 
     id: str
     title: str
     solutions: tuple[Solution, ...]
     files: tuple[FileDeliverable, ...] = ()
+    reports: tuple[Report, ...] = ()
 
     def __post_init__(self):
         names = [s.name for s in self.solutions] + [f.name for f in self.files]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.id}: a name is declared twice in {names}")
+        ids = [r.id for r in self.reports]
+        if len(set(ids)) != len(ids) or any(r.points <= 0 for r in self.reports):
+            raise ValueError(f"{self.id}: report cells must have distinct ids and positive points, got {self.reports}")
+
+    @property
+    def report_points(self) -> dict[str, float]:
+        """``{answer cell id: points}`` of the report, in notebook order."""
+        return {r.id: r.points for r in self.reports}
+
+    @property
+    def report_total(self) -> float:
+        return sum(self.report_points.values())
+
+    @property
+    def max_score(self) -> float:
+        """The lab's points: the automatic checks' and the report's."""
+        return self.total + self.report_total
 
     @property
     def test_points(self) -> dict[str, float]:
@@ -76,6 +107,7 @@ class LabSpec:
 
     @property
     def total(self) -> float:
+        """The points of the automatic checks (the test cells)."""
         return sum(self.test_points.values())
 
     @property

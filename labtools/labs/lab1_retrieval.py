@@ -11,7 +11,7 @@ import torch
 from labtools.checks.builders import simple_check, synthetic_images, unit_rows, vectorized_check
 from labtools.checks.registry import Call
 from labtools.judges import close, describe_tensor, expect_tensor, failed, parsed
-from labtools.labs import LabSpec, Solution
+from labtools.labs import LabSpec, Report, Solution
 
 __all__ = ["SPEC", "ap_result", "map_result", "tiny_map_call"]
 
@@ -19,6 +19,7 @@ SPEC = LabSpec(
     id="lab1_retrieval",
     title="Lab 1: Image retrieval and mean average precision",
     solutions=(Solution("distances", 1.5), Solution("evaluate_AP", 1.5), Solution("evaluate_mAP", 1.0)),
+    reports=(Report("report_distances", 0.5), Report("report_retrieval", 0.5), Report("report_pr_map", 0.5)),
 )
 
 

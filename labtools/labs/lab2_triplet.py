@@ -13,7 +13,7 @@ import torch
 from labtools.checks.builders import simple_check, synthetic_images, unit_rows, vectorized_check
 from labtools.checks.registry import Call
 from labtools.judges import describe_tensor, expect_loss, failed
-from labtools.labs import FileDeliverable, LabSpec, Solution
+from labtools.labs import FileDeliverable, LabSpec, Report, Solution
 
 __all__ = ["SPEC", "train_call", "history_losses", "CHECKPOINT_GATES", "MAX_CHECKPOINT_BYTES", "MAX_CHECKPOINT_CLASSES",
            "submitted_checkpoint"]
@@ -26,6 +26,7 @@ SPEC = LabSpec(
                Solution("evaluate_mAP", reference="lab1_retrieval", extracted=True),
                Solution("triplet_loss", 2.0), Solution("train_triplets", 1.0)),
     files=(FileDeliverable("checkpoint", "triplet_net.pt", 3.0, models=("mnist_triplet.pt",)),),
+    reports=(Report("report_settings", 0.5), Report("report_training", 0.5), Report("report_comparison", 0.5)),
 )
 
 

@@ -12,7 +12,7 @@ import torch
 from labtools.checks.builders import points_on_circle, simple_check, unit_rows, vectorized_check
 from labtools.checks.registry import Call, Check, register
 from labtools.judges import all_judged, expect_loss, failed, loss_value, parsed
-from labtools.labs import LabSpec, Solution
+from labtools.labs import LabSpec, Report, Solution
 
 __all__ = ["SPEC", "smooth_ap_batch", "MEMORY_BATCHES", "MEMORY_PER_CLASS", "MEMORY_BOUND_UNITS", "MEMORY_GROWTH_LIMIT",
            "smooth_ap_memory_call", "memory_used"]
@@ -25,6 +25,8 @@ SPEC = LabSpec(
                Solution("evaluate_mAP", reference="lab1_retrieval", extracted=True),
                Solution("triplet_loss", reference="lab2_triplet", extracted=True),
                Solution("smooth_ap_loss", 3.0), Solution("train")),
+    reports=(Report("report_settings", 0.5), Report("report_validation", 0.5), Report("report_comparison", 0.5),
+             Report("report_retrieval", 0.5)),
 )
 
 

@@ -13,7 +13,7 @@ from labtools.checks.builders import (circle_call, points_on_circle, simple_chec
                                      synthetic_images, unit_rows, vectorized_check)
 from labtools.checks.registry import Call
 from labtools.judges import all_judged, describe_tensor, expect_loss, expect_tensor, failed, float_value, parsed
-from labtools.labs import LabSpec, Solution
+from labtools.labs import LabSpec, Report, Solution
 
 __all__ = ["SPEC", "recall_value", "maps_value", "pair_images"]
 
@@ -24,6 +24,7 @@ SPEC = LabSpec(
                Solution("kmeans", extracted=True), Solution("contingency_table", extracted=True),
                Solution("nmi", 1.5), Solution("f1", 1.5), Solution("NormSoftmax", 1.0),
                Solution("norm_softmax_loss", 1.0), Solution("arcface_loss", 1.0), Solution("similarity_maps", 1.0)),
+    reports=(Report("report_losses", 0.5), Report("report_unseen", 0.5), Report("report_inside", 0.5)),
 )
 
 

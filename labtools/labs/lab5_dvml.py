@@ -12,7 +12,7 @@ import torch
 from labtools.checks.builders import circle_call, points_on_circle, simple_check, unit_rows, vectorized_check
 from labtools.checks.registry import Call
 from labtools.judges import all_judged, close, describe_tensor, expect_loss, expect_tensor, loss_value, parsed
-from labtools.labs import LabSpec, Solution
+from labtools.labs import LabSpec, Report, Solution
 
 __all__ = ["SPEC", "DVML_TERMS", "triplets_value", "dvml_value"]
 
@@ -24,6 +24,7 @@ SPEC = LabSpec(
                                                                       "nmi", "f1")),
                Solution("kl_divergence", 1.0), Solution("reparameterize", 1.0), Solution("semihard_triplets", 1.5),
                Solution("semihard_triplet_loss", 1.0), Solution("dvml_loss", 1.5)),
+    reports=(Report("report_dvml", 1.0),),
 )
 
 

@@ -37,9 +37,10 @@ import torch
 from labtools.checks.builders import simple_check
 from labtools.checks.registry import Call
 from labtools.judges import loss_value, parsed
-from labtools.labs import LabSpec, Solution
+from labtools.labs import LabSpec, Report, Solution
 
-SPEC = LabSpec(id="lab6_toy", title="Lab 6: The spread of a batch", solutions=(Solution("spread", 2.0),))
+SPEC = LabSpec(id="lab6_toy", title="Lab 6: The spread of a batch", solutions=(Solution("spread", 2.0),),
+               reports=(Report("report_spread", 1.0),))
 
 
 def _two_points(outcomes, ctx):
@@ -159,7 +160,7 @@ def test_a_sixth_lab_is_one_module_and_one_folder(tmp_path):
     assert "def spread(x):" in text and ".square().sum(dim=1).mean()" not in text  # the stub, not the solution
     points = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"].get("points")
               for c in json.loads(text)["cells"] if c["metadata"].get("nbgrader", {}).get("grade")}
-    assert points["test_spread"] == 2.0  # from the spec: the source states no points
+    assert points == {"test_spread": 2.0, "report_spread": 1.0}  # from the spec: the source states no points
 
     subs = tmp_path / "submissions"
     _submission(released, subs / "right", REFERENCE.split("\n\n\n", 1)[1])

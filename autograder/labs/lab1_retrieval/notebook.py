@@ -95,7 +95,7 @@ print("an image is at distance 0 from itself:", bool(dist.diagonal().abs().max()
 # **Report:** in the cell below, describe how you compute all the squared Euclidean distances at
 # once, without loops.
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_distances", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_distances"}
 # *Model answer (instructors only):* for unit rows, $\|a - b\|_2^2 = \|a\|^2 + \|b\|^2 - 2\langle a, b\rangle
 # = 2 - 2\langle a, b\rangle$. All inner products are one matrix product, written
 # `torch.einsum("qd,nd->qn", query, items)`, so the distances are `2 - 2 * G` for that `[Q, N]`
@@ -130,7 +130,7 @@ viz.retrieval_grid(images[query_ids], images[nearest], labels[query_ids], labels
 # **Report:** in the cell below, include the figure of retrieved images above and comment on it:
 # which queries work well, which mistakes does the network make?
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_retrieval", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_retrieval"}
 # *Model answer (instructors only):* most of the 50 neighbours share the query's class; the
 # mistakes are digits that look alike (4 and 9, 3 and 5, 7 and 1), and they come late in the
 # ranking. The classification features separate the classes but do not make every same-class
@@ -217,7 +217,7 @@ viz.pr_curves({"classification network": (recall, precision, mAP)}, title="MNIST
 # **Report:** in the cell below, include the precision-recall curve and the mAP you obtained, and
 # compare them with the reference above.
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_pr_map", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_pr_map"}
 # *Model answer (instructors only):* the mAP matches the reference to the third decimal (the
 # original lab quotes about 0.74 for this network). Precision stays high at low recall and drops
 # as recall grows: the first neighbours are mostly right, but many same-class images are ranked

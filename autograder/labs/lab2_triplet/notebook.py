@@ -160,7 +160,7 @@ run_public_checks("lab2_triplet", "checkpoint", "triplet_net.pt");
 # **Report:** in the cell below, give the optimization settings you used (optimizer, learning
 # rate, momentum, batch size, margin, number of anchors, epochs, device and training time).
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_settings", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_settings"}
 # *Model answer (instructors only):* SGD with learning rate 0.01 and momentum 0.9, batches of 100
 # images drawn without replacement, margin $\alpha = 0.5$, the first 10 images of each batch as
 # anchors, 100 epochs over the 54,000 training images, seed 1 (the course's own network: seed 0).
@@ -179,7 +179,7 @@ viz.training_curves(triplet_record["history"])
 # %% [markdown]
 # **Report:** in the cell below, include the plot of the training progress and comment on it.
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_training", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_training"}
 # *Model answer (instructors only):* the loss falls steeply in the first epochs and then slowly;
 # it does not reach zero, since with 10 anchors per batch some triplets keep violating the margin.
 
@@ -252,7 +252,7 @@ tsne.tsne_side_by_side({"classification network": classifier, "triplet network":
 # **Report:** in the cell below, compare the two networks: the retrieved images, the mAP, the
 # precision-recall curves and the t-SNE maps.
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_comparison", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_comparison"}
 # *Model answer (instructors only):* the triplet network retrieves almost only images of the
 # query's class, its mAP is close to the reference (the original lab quotes 0.98, against about
 # 0.74 for the classification network), and its precision stays near 1 up to a high recall. In the

@@ -236,7 +236,7 @@ viz.training_curves({name: relative_loss(history) for name, history in histories
 # **Report:** in the cell below, give the optimization settings you used (optimizer, learning
 # rates, momentum, batches, margin, anchors, $\tau$, epochs, device and training time).
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_settings", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_settings"}
 # *Model answer (instructors only):* SGD with momentum 0.9, 100 epochs over the 54,000 training
 # images, batches of 100, seed 0. Cross-entropy: learning rate 0.01, batches drawn uniformly.
 # Triplet: margin 0.5, every row an anchor, learning rate 0.001; Smooth-AP: $\tau = 0.01$,
@@ -284,7 +284,7 @@ viz.training_curves({name: relative_loss(record["history"]) for name, (_, record
 # accuracy says about each of the three networks. Why is it meaningless for the networks trained
 # with the triplet and Smooth-AP losses, and what would you measure on the validation set instead?
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_validation", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_validation"}
 # *Model answer (instructors only):* all three losses decrease. Only the classification network's
 # validation accuracy rises (to about 0.9); those of the triplet and Smooth-AP networks stay below
 # chance (0.1), the triplet network's falling to almost 0. Their losses are computed on
@@ -321,7 +321,7 @@ viz.pr_curves({name: (recall, precision, mAP) for name, (mAP, precision, recall)
 # **Report:** in the cell below, compare the mAP of the three networks with each other and with
 # the report, and comment on the precision-recall curves.
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_comparison", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_comparison"}
 # *Model answer (instructors only):* both metric-learning losses beat the classification network
 # by a wide margin (mAP about 0.84 and 0.88 against 0.68), and all three shipped networks beat the
 # report (0.61, 0.79, 0.77); Smooth-AP is ahead of the triplet loss, where the report had the
@@ -378,7 +378,7 @@ tsne.tsne_side_by_side(shipped, test_set, num_images=300 if fast_mode() else 100
 # of correct retrievals per query and the t-SNE maps. Which queries are hard for all three, and
 # why?
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_retrieval", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_retrieval"}
 # *Model answer (instructors only):* the metric-learning networks retrieve more images of the
 # query's class for almost every query, e.g. all 50 for the bag 298 (the classification network
 # mixes in sandals). Shirts are hard for all three: at 28x28 pixels they look like T-shirts,

@@ -527,7 +527,7 @@ for run in RUNS:
 # strong baseline? Why is R@1 close to, but not equal to, P@1, and why do NMI and F1 rank the
 # networks differently from R@1? Does a vote over more neighbours help?
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_losses", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_losses"}
 # *Model answer (instructors only):* on MNIST the five losses are equal within a percent (P@1 of
 # all test images 0.980-0.991, R@1 on classes 0-4 0.992-0.999). Fashion-MNIST separates them:
 # NormSoftmax has the best P@1 (0.876), ProxyNCA (0.869) and the EPSHN triplets (0.868) follow,
@@ -602,7 +602,7 @@ fig
 # a network classify images of classes it never saw at all, and what does the t-SNE map show
 # about where the held-out classes land?
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_unseen", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_unseen"}
 # *Model answer (instructors only):* the seen classes lose little (mean drops of 0.005 to 0.030 on
 # MNIST, -0.027 to 0.026 on Fashion-MNIST), except those that look like a held-out class: on
 # Fashion-MNIST coats lose 0.08 for Sub-center ArcFace (shirts, unseen, are their neighbours). The
@@ -787,7 +787,7 @@ fig
 # (Grad-CAM)? Which unseen classes are mistaken for which seen ones, and how does the UMAP map
 # place the unseen test images relative to the training classes?
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_inside", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_inside"}
 # *Model answer (instructors only):* the curves rise fast for two or three epochs and then gain
 # little: on the held-out Fashion-MNIST networks validation R@1 goes from 0.842 to 0.899 for
 # NormSoftmax and 0.865 to 0.906 for ProxyNCA, most of it by epoch 3. ArcFace starts far lower and

@@ -385,7 +385,7 @@ fig
 # dimensions, and what would you change so that the synthesized samples are *hard* rather than
 # noise?
 
-# %% [markdown] {"nbgrader": "answer", "id": "report_dvml", "points": 0}
+# %% [markdown] {"nbgrader": "answer", "id": "report_dvml"}
 # *Model answer (instructors only):* the KL term is near 0 from the first epoch (an epoch mean of
 # 0.015-0.017, then 0.006-0.008 in the last): $\mu \to 0$, $\sigma \to 1$, so $z_V$ is a standard
 # normal draw of norm about $\sqrt{64} = 8$, eight times the unit $z_I$, and the synthesized
