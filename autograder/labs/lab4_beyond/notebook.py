@@ -698,8 +698,10 @@ run_public_checks("lab4_beyond", "similarity_maps", similarity_maps);
 # The network trained on classes 0-4 only, `fashion_norm_softmax_heldout`, retrieves for queries of
 # the **unseen** classes (5-9) their nearest training image (of any class). Below, five right and
 # five wrong retrievals (the first of each in the fixed test set): the query with its similarity
-# map, then the retrieved image with its own, and Grad-CAM of the query for the seen class whose
-# vector is nearest (what makes it look like that class to a network that knows no other).
+# map, Grad-CAM of the query for the seen class whose vector is nearest (what makes it look like
+# that class to a network that knows no other) and the vanilla gradient of that class's score (the
+# pixels that change it most, `labtools.explain.vanilla_gradients`); then the retrieved image with
+# its own similarity map.
 
 # %%
 explained = "fashion_norm_softmax_heldout"
@@ -718,7 +720,8 @@ for what, rows in (("right", right), ("wrong", wrong)):
     q, r = query_images[rows], reference_images[found[rows, 0]]
     query_maps, retrieved_maps = similarity_maps(net, q, r)
     seen_class = explain.class_scores(net, q).argmax(dim=1)
-    display(viz.explanation_grid(q, {"similarity": query_maps, "Grad-CAM": explain.grad_cam(net, q, seen_class)},
+    display(viz.explanation_grid(q, {"similarity": query_maps, "Grad-CAM": explain.grad_cam(net, q, seen_class),
+                                     "gradient": explain.vanilla_gradients(net, q, seen_class)},
                                  titles=[f"{what}: query\n{names[c]}" for c in query_labels[rows]]))
     display(viz.explanation_grid(r, {"similarity": retrieved_maps},
                                  titles=[f"retrieved\n{names[c]}" for c in retrieved_labels[rows]]))
@@ -756,6 +759,8 @@ fig
 missed = errors.misclassified(unseen_features, query_labels, reference_features, reference_labels, k=10)
 print(f"{len(missed.queries)} of {len(query_labels)} unseen queries misclassified by {explained}")
 shown = slice(0, 8)
+for query, label, found_labels in zip(missed.queries[shown], missed.labels[shown], missed.neighbour_labels[shown]):
+    print(f"{names[label]:<11} -> " + ", ".join(names[c] for c in found_labels))
 viz.retrieval_grid(query_images[missed.queries[shown]], reference_images[missed.neighbours[shown]],
                    missed.labels[shown], missed.neighbour_labels[shown])
 
