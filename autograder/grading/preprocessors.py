@@ -6,13 +6,26 @@ replaces each ``test_*`` cell's outputs with the trusted check messages (a stdou
 earned points (an execute_result: nbgrader's partial-credit convention), so nothing the student's
 kernel printed or raised decides a grade, and strips hidden-test regions from every cell. Both
 read the trusted results file that the grader writes while the notebook runs, configured once as
-``c.TrustedResults.results_file``.
+``c.TrustedResults.results_file`` (``{student}``, ``{assignment}``, ``{notebook}`` in it name each
+submission's own).
+
+``TrustedIntake`` (first of ``Autograde.sanitize_preprocessors``, the step that reads the
+submitted notebook) does what ``python -m autograder grade`` does before nbgrader runs, for a plain
+``nbgrader autograde`` (formgrader's Autograde button in the instructor's course): the submission's
+files copied without links into a private folder, the notebook as submitted given to the trusted
+checks in the sandboxed engine (in a thread, while nbgrader executes the notebook), which write the
+results file; nbgrader goes on with the notebook's nbgrader metadata repaired against the release
+(:func:`autograder.grading.run.take_in`). An assignment that is not one of the kit's labs is left
+to nbgrader as it is.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +43,80 @@ class TrustedResults(LoggingConfigurable):
     """Base of the preprocessors that read the trusted results: one setting, ``c.TrustedResults.results_file``,
     configures them all."""
 
-    results_file = Unicode("", help="the trusted results (JSON), written while the notebook runs").tag(config=True)
+    results_file = Unicode("", help="the trusted results (JSON), written while the notebook runs; "
+                                    "{student}, {assignment} and {notebook} are replaced by the submission's").tag(config=True)
+
+    def results_path(self, resources: dict) -> str:
+        """:attr:`results_file` of the submission of ``resources`` (nbgrader's ids, made safe as file names)."""
+        from autograder.grading.intake import safe_name
+
+        ids = resources.get("nbgrader", {})
+        if not self.results_file or "{" not in self.results_file:
+            return self.results_file
+        return self.results_file.format(**{k: safe_name(str(ids.get(k) or "")) for k in ("student", "assignment", "notebook")})
+
+
+def kit_lab(resources: dict) -> str:
+    """The lab of the assignment nbgrader processes, or "" when it is not one of the kit's."""
+    from labtools.labs import all_labs
+
+    lab = resources.get("nbgrader", {}).get("assignment") or ""
+    return lab if lab in all_labs() else ""
+
+
+class TrustedIntake(NbGraderPreprocessor, TrustedResults):
+    """The submission taken in and its trusted checks started, before nbgrader sanitizes the notebook
+    (see the module docstring)."""
+
+    sandbox = Bool(True, help="run the trusted checks in the OS sandbox").tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: dict):
+        import nbformat
+        from nbgrader.coursedir import CourseDirectory
+
+        from autograder.grading.run import take_in
+
+        lab = kit_lab(resources)
+        path = self.results_path(resources)
+        if not lab or not path:
+            self.log.warning("TrustedIntake: %r is not one of the kit's labs (or no results file): left to nbgrader",
+                             resources.get("nbgrader", {}).get("assignment"))
+            return nb, resources
+        results = Path(path)
+        results.unlink(missing_ok=True)  # an earlier autograde's: TrustedGrades waits for this one's
+        ids = resources["nbgrader"]
+        name = f"{ids['notebook']}.ipynb"
+        folder = Path(resources.get("metadata", {}).get("path") or ".")
+        coursedir = CourseDirectory(config=self.config)
+        release = Path(coursedir.format_path(coursedir.release_directory, ".", lab)) / name
+        work = Path(tempfile.mkdtemp(prefix=f"trusted-{ids['student']}-"))
+        submitted = work / "submission"
+        try:
+            intake = take_in(lab, folder, folder / name, submitted, release, [], name=name)
+            repaired = nbformat.read(submitted / name, as_version=4) if intake.nb is not None else nb
+        except Exception as error:  # the grader's own failure: every check a grader error
+            self._fail(lab, results, work, error)
+            return nb, resources
+        threading.Thread(target=self._check, args=(intake, lab, submitted, work, results),
+                         name=f"trusted-checks-{ids['student']}").start()
+        return repaired, resources
+
+    def _check(self, intake, lab: str, submitted: Path, work: Path, results: Path) -> None:
+        from autograder.grading.run import publish, trusted_results
+
+        try:
+            publish(trusted_results(intake, lab, submitted, work, self.sandbox), results)
+        except Exception as error:
+            self._fail(lab, results, work, error)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _fail(self, lab: str, results: Path, work: Path, error: Exception) -> None:
+        from autograder.grading.run import grader_failure, publish
+
+        self.log.error("TrustedIntake: the trusted checks failed: %s: %s", type(error).__name__, error)
+        publish(grader_failure(lab, "", error, self.sandbox), results)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 class RobustExecute(Execute, TrustedResults):
@@ -52,6 +138,7 @@ class RobustExecute(Execute, TrustedResults):
             self.kernel_manager_class = SandboxedKernelManager
 
     def preprocess(self, nb: NotebookNode, resources: dict, *args, **kwargs):
+        self._results = self.results_path(resources)
         self._stopped = ""
         self._hung_checked = False
         self._started = time.monotonic()
@@ -77,10 +164,11 @@ class RobustExecute(Execute, TrustedResults):
     def _shorten_if_hung(self) -> None:
         """A function that timed out in the trusted checks hangs the notebook as well: once their
         results are there and say so, the remaining cells get :attr:`hung_timeout`."""
-        if self._hung_checked or not self.results_file or not Path(self.results_file).is_file():
+        results = getattr(self, "_results", self.results_file)
+        if self._hung_checked or not results or not Path(results).is_file():
             return
         self._hung_checked = True
-        checks = json.loads(Path(self.results_file).read_text()).get("checks", [])
+        checks = json.loads(Path(results).read_text()).get("checks", [])
         if any("timed out" in c.get("message", "") for c in checks):
             self.timeout = min(self.timeout or self.hung_timeout, self.hung_timeout)
 
@@ -115,7 +203,9 @@ class TrustedGrades(NbGraderPreprocessor, TrustedResults):
     wait_seconds = Float(900.0, help="how long to wait for the results file to appear").tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: dict):
-        path = self.results_file
+        path = self.results_path(resources)
+        if path and "{" in self.results_file and not kit_lab(resources):
+            return nb, resources  # not one of the kit's labs: TrustedIntake left it to nbgrader
         waited = time.monotonic() + (self.wait_seconds if path else 0)
         while path and not Path(path).is_file() and time.monotonic() < waited:
             time.sleep(0.1)  # the grader writes it (atomically) when its checks are done
