@@ -22,12 +22,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -35,79 +31,22 @@ import pytest
 from autograder.hub import CourseError, down, status, up
 from autograder.hub import processes
 from autograder.hub.accounts import runuser, uid_of
-from autograder.hub.layout import PROXY, STUDENTS_GROUP, course_labs
+from autograder.hub.layout import STUDENTS_GROUP, course_labs
 from autograder.paths import REPO
+from hub_course import login, page_config, running_course, skip_reason, start_server, wait_ready, xsrf
 
 INSTRUCTOR, PREFIX = "mltest-teacher", "mltest-s"
 STUDENT, OTHER = "mltest-s01", "mltest-s02"
 
-
-def _skip_reason() -> str | None:
-    if sys.platform != "linux":
-        return "the course runs on Linux only (system users, /proc)"
-    if os.geteuid() != 0:
-        return "bringing the course up needs root: it creates system users (nbgrader's exchange tells students apart by Unix identity)"
-    if not PROXY.exists():
-        return f"the hub's proxy is not installed ({PROXY}): make course-proxy (needs npm)"
-    if shutil.which("useradd") is None:
-        return "useradd is missing (the course creates system users)"
-    return None
-
-
-needs_hub = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+needs_hub = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
 requests = pytest.importorskip("requests")
 
 
 @pytest.fixture(scope="module")
 def course():
-    # its own state folder, outside the repository (tests/test_hostile.py checks the repository byte for byte)
-    state = Path(tempfile.mkdtemp(prefix="metric-lab-course-test-"))
-    os.chmod(state, 0o755)  # the users reach the exchange inside it
-    port = processes.free_port()
-    try:
-        started = up(students=2, port=port, state_dir=state, instructor=INSTRUCTOR, student_prefix=PREFIX)
+    with running_course(students=2, instructor=INSTRUCTOR, student_prefix=PREFIX) as started:
         yield started
-    finally:
-        try:
-            down(state, purge=True)
-        except CourseError as error:  # pragma: no cover - the test of down says what still runs
-            print(error)
-        shutil.rmtree(state, ignore_errors=True)
-
-
-def login(course, user: str, password: str | None = None) -> requests.Session:
-    """A session logged in through the hub's login form (JupyterHub wants the form's _xsrf token back)."""
-    session = requests.Session()
-    page = session.get(course.url + "hub/login", timeout=30)
-    token = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-    answer = session.post(course.url + "hub/login", timeout=30, allow_redirects=False,
-                          data={"username": user, "password": password or course.passwords[user], "_xsrf": token})
-    session.login_status = answer.status_code
-    return session
-
-
-def start_server(course, session: requests.Session, user: str) -> None:
-    """Ask the hub's REST API to start ``user``'s server (with the session's cookie and _xsrf)."""
-    answer = session.post(f"{course.url}hub/api/users/{user}/server", timeout=30,
-                          headers={"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/")})
-    assert answer.status_code in (201, 202), answer.text
-
-
-def wait_ready(course, session: requests.Session, user: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        model = session.get(f"{course.url}hub/api/users/{user}", timeout=30,
-                            headers={"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/")}).json()
-        server = model.get("servers", {}).get("")
-        if server and server.get("ready"):
-            return server
-        time.sleep(0.5)
-    raise AssertionError(f"{user}'s server not ready after {timeout} s; hub log:\n{Path(course.log).read_text()[-3000:]}")
-
-
-def page_config(html: str) -> dict:
-    return json.loads(re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', html, re.S).group(1))
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +62,6 @@ def sessions(course):
         assert lab.status_code == 200 and lab.url.endswith(f"/user/{user}/lab"), lab.url
         session.lab_page = lab.text
     return {STUDENT: student, INSTRUCTOR: instructor}
-
-
-def xsrf(session, user: str) -> dict:
-    return {"X-XSRFToken": session.cookies.get("_xsrf", path=f"/user/{user}/")}
 
 
 @needs_hub
