@@ -4,7 +4,7 @@ Shared by tests/test_course_hub.py (the hub's APIs) and tests/test_browser_cours
 :func:`skip_reason` says why the course cannot come up here, :func:`running_course` brings one up with
 the test's own logins (a course someone runs on the machine is never touched) and always takes it
 down, users and homes included; :func:`login`, :func:`start_server`, :func:`wait_ready` and
-:func:`xsrf` drive it with ``requests`` as a browser would.
+:func:`xsrf` drive it through :mod:`autograder.hub.client`, as a browser would.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from autograder.hub import CourseError, down, up
+from autograder.hub import CourseError, client, down, up
 from autograder.hub import processes
 from autograder.hub.layout import PROXY
 
@@ -54,37 +53,26 @@ def running_course(students: int, instructor: str, student_prefix: str):
         shutil.rmtree(state, ignore_errors=True)
 
 
-def login(course, user: str, password: str | None = None):
-    """A ``requests`` session logged in through the hub's login form (JupyterHub wants the form's _xsrf
-    token back); its ``login_status`` is the answer's status (302 when the login worked)."""
-    import requests
-
-    session = requests.Session()
-    page = session.get(course.url + "hub/login", timeout=30)
-    token = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-    answer = session.post(course.url + "hub/login", timeout=30, allow_redirects=False,
-                          data={"username": user, "password": password or course.passwords[user], "_xsrf": token})
-    session.login_status = answer.status_code
+def login(course, user: str, password: str | None = None) -> client.Session:
+    """A session logged in through the hub's login form (:func:`autograder.hub.client.login`); its
+    ``login_status`` is the answer's status (302 when the login worked)."""
+    session = client.login(course.url, user, password or course.passwords[user])
+    session.login_status = session.status
     return session
 
 
-def start_server(course, session, user: str) -> None:
+def start_server(course, session: client.Session, user: str) -> None:
     """Ask the hub's REST API to start ``user``'s server (with the session's cookie and _xsrf)."""
-    answer = session.post(f"{course.url}hub/api/users/{user}/server", timeout=30,
-                          headers={"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/")})
-    assert answer.status_code in (201, 202), answer.text
+    assert session.user == user
+    client.start_server(session)
 
 
-def wait_ready(course, session, user: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        model = session.get(f"{course.url}hub/api/users/{user}", timeout=30,
-                            headers={"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/")}).json()
-        server = model.get("servers", {}).get("")
-        if server and server.get("ready"):
-            return server
-        time.sleep(0.5)
-    raise AssertionError(f"{user}'s server not ready after {timeout} s; hub log:\n{hub_log(course)}")
+def wait_ready(course, session: client.Session, user: str, timeout: float = 120) -> dict:
+    assert session.user == user
+    try:
+        return client.wait_ready(session, timeout)
+    except RuntimeError as error:
+        raise AssertionError(f"{error}; hub log:\n{hub_log(course)}") from None
 
 
 def hub_log(course, chars: int = 3000) -> str:
@@ -99,6 +87,7 @@ def page_config(html: str) -> dict:
     return json.loads(re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', html, re.S).group(1))
 
 
-def xsrf(session, user: str) -> dict:
+def xsrf(session: client.Session, user: str) -> dict:
     """The header a POST to ``user``'s server needs: the _xsrf cookie the server set."""
-    return {"X-XSRFToken": session.cookies.get("_xsrf", path=f"/user/{user}/")}
+    assert session.user == user
+    return session.server_headers()
