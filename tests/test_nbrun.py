@@ -38,7 +38,7 @@ def test_the_grader_config_reaches_every_class_it_configures(tmp_path):
     from traitlets.utils.importstring import import_item
 
     from autograder.grading.kernel import SandboxedKernelManager
-    from autograder.grading.preprocessors import RobustExecute, TrustedGrades
+    from autograder.grading.preprocessors import RobustExecute, TrustedGrades, TrustedIntake
     from autograder.grading.run import nbgrader_config
 
     results, hidden = tmp_path / "results.json", tmp_path / "mnist_triplet.pt"
@@ -51,6 +51,12 @@ def test_the_grader_config_reaches_every_class_it_configures(tmp_path):
     classes = {import_item(name) if isinstance(name, str) else name
                for name in config.Autograde.autograde_preprocessors}
     assert {RobustExecute, TrustedGrades} <= classes
-    assert set(config) <= {cls.__name__ for cls in (Autograde, RobustExecute, TrustedGrades, SandboxedKernelManager)} \
-        | {"Execute", "TrustedResults"}
+    known = {cls.__name__ for cls in (Autograde, RobustExecute, TrustedGrades, TrustedIntake, SandboxedKernelManager)}
+    assert set(config) <= known | {"Execute", "TrustedResults"}
     assert RobustExecute(config=nbgrader_config(results, 100.0, sandboxed=False, masked=[])).sandbox is False
+    # the instructor's course (formgrader's Autograde): TrustedIntake first in nbgrader's sanitizing step
+    course = nbgrader_config(results, 100.0, sandboxed=True, masked=[hidden], intake=True)
+    sanitize = [import_item(name) if isinstance(name, str) else name for name in course.Autograde.sanitize_preprocessors]
+    assert sanitize[0] is TrustedIntake and TrustedIntake(config=course).sandbox is True
+    assert TrustedIntake(config=course).results_file == str(results)
+    assert set(course) <= known | {"Execute", "TrustedResults"}
