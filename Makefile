@@ -32,7 +32,8 @@ test: setup
 	LABTOOLS_FAST=1 $(BIN)/python -m pytest -p no:cacheprovider --durations=40 tests
 	LABTOOLS_FAST=1 $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax autograder/course/source
 
-# every shipped card measured again, Lab 4's runs on all classes included (tests/labs/test_lab4_study.py)
+# every shipped card measured again, Lab 4's runs on all classes and MNIST held-out runs included
+# (tests/labs/test_lab4_study.py)
 test-cards: setup
 	LABTOOLS_ALL_CARDS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/labs -k remeasurement
 

@@ -17,10 +17,12 @@ from labtools import neighbors
 from labtools.models import EmbeddingNet, load_checkpoint
 
 CARDS = sorted(OUT_DIR.glob("*.json"))
-#: The cards measured again by every run of the suite: the held-out runs, the study's subject, always;
-#: the runs on all classes, the slowest tests of the suite (each embeds 64,000 images), with
-#: LABTOOLS_ALL_CARDS=1 (``make test-cards``); every card's fields are checked by every run.
-REMEASURED = [p for p in CARDS if p.stem.endswith("_heldout") or os.environ.get("LABTOOLS_ALL_CARDS") == "1"]
+#: The cards measured again by every run of the suite: the Fashion-MNIST held-out runs, whose unseen
+#: classes the lab analyzes, always; the MNIST held-out runs and the runs on all classes, the slowest
+#: tests of the suite (each embeds 64,000 images), with LABTOOLS_ALL_CARDS=1 (``make test-cards``),
+#: which keeps CI under its 30 minutes; every card's fields are checked by every run.
+REMEASURED = [p for p in CARDS if (p.stem.startswith("fashion_") and p.stem.endswith("_heldout"))
+              or os.environ.get("LABTOOLS_ALL_CARDS") == "1"]
 
 
 def test_twenty_runs_two_datasets_five_losses_all_classes_or_half_held_out():
@@ -73,25 +75,36 @@ def test_card_scores_match_a_remeasurement(card_path, require_data):
         assert value == pytest.approx(stated[key], abs=2e-4), key
 
 
-@pytest.mark.slow
-def test_rescoring_rewrites_the_scores_not_the_weights(tmp_path, require_data):
-    require_data("MNIST")
+def test_rescoring_rewrites_the_scores_not_the_weights(tmp_path, monkeypatch):
+    """rescore_run measures the shipped network again (here a stand-in for :func:`measure`, which
+    test_card_scores_match_a_remeasurement runs for real) and writes the scores into the card and
+    the checkpoint; the weights stay as they are, the card's sha256 follows the rewritten file."""
+    from autograder.labs.lab4_beyond import study
+
     name = "mnist_epshn_triplet_heldout"
     for suffix in (".pt", ".json"):
         (tmp_path / f"{name}{suffix}").write_bytes((OUT_DIR / f"{name}{suffix}").read_bytes())
-    card = json.loads((tmp_path / f"{name}.json").read_text())
-    shipped_scores = flat_scores(card["scores"])  # measured again by test_card_scores_match_a_remeasurement
-    card["scores"]["p_at_1"] = 0.0
-    (tmp_path / f"{name}.json").write_text(json.dumps(card))
-    rescored = rescore_run(RUNS[name], out=tmp_path)
-    measured = json.loads((tmp_path / f"{name}.json").read_text())["scores"]
-    assert measured == rescored["scores"] and measured["p_at_1"] > 0.9
-    assert flat_scores(measured) == pytest.approx(shipped_scores, abs=2e-4)
-    assert hashlib.sha256((tmp_path / f"{name}.pt").read_bytes()).hexdigest() == rescored["sha256"]
-    net, record = load_checkpoint(tmp_path / f"{name}.pt")
     shipped, _ = load_checkpoint(OUT_DIR / f"{name}.pt")
+    fresh = json.loads((tmp_path / f"{name}.json").read_text())["scores"]
+    fresh["p_at_1"], fresh["unseen"]["nmi"] = 0.123, 0.456
+    measured_nets = []
+
+    def measure(net, dataset, root=None):
+        measured_nets.append((net, dataset))
+        return fresh
+
+    monkeypatch.setattr(study, "measure", measure)
+    rescored = rescore_run(RUNS[name], out=tmp_path)
+    ((net, dataset),) = measured_nets
+    assert dataset == "mnist" and all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                                        shipped.state_dict().values()))
+    written = json.loads((tmp_path / f"{name}.json").read_text())
+    assert written["scores"] == rescored["scores"] == fresh
+    assert hashlib.sha256((tmp_path / f"{name}.pt").read_bytes()).hexdigest() == rescored["sha256"] != \
+        hashlib.sha256((OUT_DIR / f"{name}.pt").read_bytes()).hexdigest()
+    net, record = load_checkpoint(tmp_path / f"{name}.pt")
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), shipped.state_dict().values()))
-    assert record["scores"] == flat_scores(measured)
+    assert record["scores"] == flat_scores(fresh) and record["scores"]["unseen/nmi"] == 0.456
 
 
 def test_the_table_is_the_cards():
