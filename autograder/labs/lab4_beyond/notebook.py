@@ -757,7 +757,9 @@ fig
 
 # %%
 missed = errors.misclassified(unseen_features, query_labels, reference_features, reference_labels, k=10)
-print(f"{len(missed.queries)} of {len(query_labels)} unseen queries misclassified by {explained}")
+print(f"{len(missed.queries)} of {len(query_labels)} unseen queries misclassified by {explained}; on average "
+      f"{(missed.neighbour_labels == missed.labels[:, None]).double().sum(dim=1).mean():.1f} of their 10 nearest "
+      f"training images have their class")
 shown = slice(0, 8)
 for query, label, found_labels in zip(missed.queries[shown], missed.labels[shown], missed.neighbour_labels[shown]):
     print(f"{names[label]:<11} -> " + ", ".join(names[c] for c in found_labels))
